@@ -1,0 +1,27 @@
+with source as (
+
+    select * from {{ source('raw', 'raw_events') }}
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        customer_id,
+        item_id,
+        event_ts,
+        event_type,
+        quantity,
+        unit_price,
+        coalesce(order_id, customer_id || '@' || strftime(event_ts, '%Y-%m-%dT%H:%M:%S')) as order_id,
+        value,
+        country,
+        quantity * coalesce(unit_price, 0) as revenue,
+        customer_id is null as is_anonymous
+
+    from source
+
+)
+
+select * from renamed

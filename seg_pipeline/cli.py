@@ -1,0 +1,152 @@
+"""The ``seg-pipeline`` command: run the nightly job in-process, with progress and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from seg_pipeline.lib.paths import DEFAULT_DATABASE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seg-pipeline",
+        description="Customer segmentation and recommendations: runs the whole nightly job.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database", default=os.environ.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE),
+                       help="published DuckDB file (default: $DUCKDB_DATABASE or data/seg_pipeline.duckdb)")
+        p.add_argument("--as-of", default=os.environ.get("SEG_AS_OF") or None,
+                       help="YYYY-MM-DD that recency is measured from (default: day after the last event)")
+        p.add_argument("--quiet", action="store_true", help="print only the final line")
+
+    demo = sub.add_parser("demo", help="generate the seeded synthetic shop if missing, then run")
+    common(demo)
+    run = sub.add_parser("run", help="run on your own events")
+    run.add_argument("--events", required=True, help="CSV, .gz CSV or Parquet file, or a glob")
+    run.add_argument("--format", default="canonical", choices=["canonical", "online_retail"])
+    run.add_argument("--items", default=None, help="optional items file")
+    common(run)
+    return parser
+
+
+class _Progress(logging.Handler):
+    """Prints one line when a step starts, ends or fails, and for each failed check."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        super().__init__(logging.DEBUG)
+        self.stream = stream
+        self.started: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
+        if event is None:
+            return
+        kind = event.event_type_value
+        step = event.step_key or ""
+        if kind == "STEP_START":
+            self.started[step] = time.perf_counter()
+            print(f"  … {step}", file=self.stream, flush=True)
+        elif kind == "STEP_SUCCESS":
+            took = time.perf_counter() - self.started.get(step, time.perf_counter())
+            print(f"  ✓ {step} ({took:.1f} s)", file=self.stream, flush=True)
+        elif kind == "STEP_FAILURE":
+            print(f"  ✗ {step} failed", file=self.stream, flush=True)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if not data.passed:
+                print(f"  ! check {data.check_name} on {data.asset_key.to_user_string()} "
+                      f"failed ({data.severity.value})", file=self.stream, flush=True)
+
+
+def _failure_line(result) -> str:
+    """The most useful single line about why a run failed."""
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if not data.passed and data.severity.value == "ERROR":
+                return (f"check '{data.check_name}' on asset '{data.asset_key.to_user_string()}' "
+                        f"failed: {dict(data.metadata or {}) and _meta(data.metadata)}")
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            cause = error
+            while cause is not None and cause.cause is not None and "Failure" not in cause.cls_name:
+                cause = cause.cause
+            message = (cause or error).message.strip().splitlines()[0]
+            message = message.removeprefix("dagster._core.definitions.events.Failure: ")
+            return f"step '{event.step_key}' failed: {message}"
+    return "the run failed (see the Dagster logs)"
+
+
+def _meta(metadata) -> str:
+    return ", ".join(f"{k}={getattr(v, 'value', v)}" for k, v in metadata.items())
+
+
+def run_pipeline(
+    *,
+    events: str | None,
+    fmt: str = "canonical",
+    items: str | None = None,
+    as_of: str | None = None,
+    database: str = str(DEFAULT_DATABASE),
+    quiet: bool = False,
+    tracking_uri: str | None = None,
+) -> int:
+    """Run ``nightly_job`` in this process and return the exit code (0 on full success)."""
+    import dagster as dg
+
+    from seg_pipeline.defs.resources import PipelineSettings
+
+    print("seg-pipeline: loading definitions (dbt manifest, models)…", file=sys.stderr, flush=True)
+    from seg_pipeline.definitions import build_definitions
+
+    settings = PipelineSettings(events_path=events, events_format=fmt, items_path=items,
+                                as_of=as_of, database=str(Path(database).resolve()))
+    defs = build_definitions(settings, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
+    job = defs.resolve_job_def("nightly_job")
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    progress = _Progress()
+    dagster_logger = logging.getLogger("dagster")
+    if not quiet:
+        dagster_logger.addHandler(progress)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # dbt and the libraries print a lot; it goes to a log file beside the database instead.
+    log_path = settings.published_path.with_name(settings.published_path.stem + "_last_run.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            )
+        finally:
+            dagster_logger.removeHandler(progress)
+    took = time.perf_counter() - started
+    if result.success:
+        print(f"seg-pipeline: done in {took:.0f} s; tables published to {settings.published_path}",
+              file=sys.stderr)
+        return 0
+    print(f"seg-pipeline: error: {_failure_line(result)} (details: {log_path})", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return run_pipeline(events=None, as_of=args.as_of, database=args.database, quiet=args.quiet)
+    return run_pipeline(events=args.events, fmt=args.format, items=args.items, as_of=args.as_of,
+                        database=args.database, quiet=args.quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The single entry point: every asset, check, resource, job and schedule of seg_pipeline."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+from dagster_duckdb import DuckDBResource
+
+from seg_pipeline.defs.dbt.assets import dbt_executable, dbt_models, dbt_project
+from seg_pipeline.defs.ingest import assets as ingest_assets
+from seg_pipeline.defs.ingest import checks as ingest_checks
+from seg_pipeline.defs.publishing import assets as publishing_assets
+from seg_pipeline.defs.recommendations import assets as recommendation_assets
+from seg_pipeline.defs.recommendations import checks as recommendation_checks
+from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings, settings_from_env
+from seg_pipeline.defs.schedules import nightly_job, nightly_schedule
+from seg_pipeline.defs.segmentation import assets as segmentation_assets
+from seg_pipeline.defs.segmentation import checks as segmentation_checks
+
+
+def build_resources(settings: PipelineSettings, tracking_uri: str | None = None) -> dict:
+    """Resources for one configuration; the CLI and the tests build their own from arguments."""
+    mlflow_tracking = MLflowTracking(tracking_uri=tracking_uri) if tracking_uri else MLflowTracking()
+    return {
+        "settings": settings,
+        "duckdb": DuckDBResource(database=str(settings.work_path)),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        "mlflow_tracking": mlflow_tracking,
+    }
+
+
+def build_definitions(settings: PipelineSettings, tracking_uri: str | None = None) -> dg.Definitions:
+    """Assemble the Definitions for the given settings."""
+    modules = [ingest_assets, segmentation_assets, recommendation_assets, publishing_assets]
+    check_modules = [ingest_checks, segmentation_checks, recommendation_checks]
+    return dg.Definitions(
+        assets=[dbt_models, *dg.load_assets_from_modules(modules)],
+        asset_checks=dg.load_asset_checks_from_modules(check_modules),
+        jobs=[nightly_job],
+        schedules=[nightly_schedule],
+        resources=build_resources(settings, tracking_uri),
+        # DuckDB takes one writer process: run every step in one process, one after another.
+        executor=dg.in_process_executor,
+    )
+
+
+def _from_env() -> dg.Definitions:
+    import os
+
+    return build_definitions(settings_from_env(), os.environ.get("MLFLOW_TRACKING_URI") or None)
+
+
+defs = _from_env()

@@ -1,0 +1,65 @@
+"""dbt models (staging → intermediate → marts) as Dagster assets; dbt tests become asset checks."""
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from seg_pipeline.defs.resources import PipelineSettings
+from seg_pipeline.lib.paths import DBT_PROJECT_DIR
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python, so an unactivated virtualenv still finds it."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+def manifest_is_stale(project: DbtProject) -> bool:
+    """True when the manifest is missing or older than any model, seed, macro or project file."""
+    manifest = Path(project.manifest_path)
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    sources = [p for sub in ("models", "seeds", "macros") for p in (project.project_dir / sub).rglob("*")]
+    sources += [project.project_dir / "dbt_project.yml", project.project_dir / "profiles.yml"]
+    return any(p.is_file() and p.stat().st_mtime > built for p in sources)
+
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR)
+dbt_project.prepare_if_dev()
+if manifest_is_stale(dbt_project):
+    # The CLI, the tests and CI start from a clean clone where `dagster dev` never built the
+    # manifest, and @dbt_assets needs it at import time: parse once here (a few seconds).
+    subprocess.run(
+        [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
+         "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(dbt_project.target_path)],
+        check=True, cwd=DBT_PROJECT_DIR,
+    )
+
+
+class Translator(DagsterDbtTranslator):
+    """Puts each dbt model in a group named after its folder (staging, intermediate, marts)."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "seed":
+            return "marts"
+        fqn = dbt_resource_props.get("fqn", [])
+        return fqn[1] if len(fqn) > 2 else "dbt"
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=Translator(),
+)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
+    """Build and test every dbt model against the working database."""
+    dbt_vars = {"work_database": str(settings.work_path), "run_id": context.run_id}
+    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()

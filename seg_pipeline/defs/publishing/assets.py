@@ -1,0 +1,51 @@
+"""Publishing: swap the finished tables into the consumers' DuckDB file in one step."""
+
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from seg_pipeline.defs.resources import PipelineSettings
+from seg_pipeline.lib.publish import publish_tables
+
+# Tables consumers read (contract section 3, plus the catalogue for item titles). Each must carry
+# the current run's id when it is published, so no reader ever sees tables from two runs.
+CONTRACT_TABLES = [
+    "customer_rfm",
+    "customer_segments",
+    "segment_profiles",
+    "customer_recommendations",
+    "item_similarities",
+    "segment_recommendations",
+    "item_catalog",
+    "quarantined_events",
+]
+# History tables keep rows of earlier runs by design.
+HISTORY_TABLES = ["recommendation_metrics"]
+
+
+@dg.asset(deps=CONTRACT_TABLES + HISTORY_TABLES, group_name="publishing")
+def published_database(
+    context: dg.AssetExecutionContext, settings: PipelineSettings, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    """The consumers' DuckDB file, replaced atomically with this run's tables."""
+    with duckdb.get_connection() as con:
+        union = " union all ".join(
+            f"select '{t}' as table_name, run_id from {t} group by run_id" for t in CONTRACT_TABLES
+        )
+        stale = con.execute(
+            f"select table_name, run_id from ({union}) where run_id <> $run_id order by 1",
+            {"run_id": context.run_id},
+        ).fetchall()
+        if stale:
+            names = ", ".join(sorted({t for t, _ in stale}))
+            raise dg.Failure(
+                f"not publishing: {names} were not rebuilt in this run; materialise the whole "
+                "nightly_job so that consumers never see tables from two runs"
+            )
+        counts = publish_tables(con, settings.published_path, CONTRACT_TABLES + HISTORY_TABLES,
+                                run_id=context.run_id)
+    return dg.MaterializeResult(metadata={
+        "path": str(settings.published_path),
+        "dagster/row_count": sum(counts.values()),
+        **{f"rows.{t}": n for t, n in counts.items()},
+    })

@@ -1,0 +1,86 @@
+"""Checks that guard the published recommendations."""
+
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+
+@dg.asset_check(asset="customer_recommendations", blocking=True,
+                description="Every purchasing customer gets a full list (or every item they could still get).")
+def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        short, missing, n = con.execute(
+            """
+            with n as (select max(rank) as n from customer_recommendations),
+            open_items as (
+                select r.customer_id,
+                       (select count(*) from item_catalog where available)
+                       - count(distinct d.item_id) filter (where d.n_orders > 0 and i.available)
+                       as n_open
+                from customer_rfm r
+                left join int_customer_item_daily d using (customer_id)
+                left join item_catalog i using (item_id)
+                group by r.customer_id
+            ),
+            counts as (
+                select o.customer_id, o.n_open, count(c.rank) as n_rows,
+                       count(distinct c.rank) as n_ranks, max(c.rank) as max_rank
+                from open_items o
+                left join customer_recommendations c using (customer_id)
+                group by all
+            )
+            select
+                count(*) filter (where n_rows <> least(n.n, n_open) or n_ranks <> n_rows
+                                 or max_rank <> n_rows),
+                count(*) filter (where n_rows = 0),
+                any_value(n.n)
+            from counts, n
+            """
+        ).fetchall()[0]
+    return dg.AssetCheckResult(
+        passed=bool(short == 0 and n is not None),
+        metadata={"customers_with_wrong_list": short, "customers_without_list": missing,
+                  "list_length": n or 0},
+    )
+
+
+@dg.asset_check(asset="customer_recommendations", blocking=True,
+                description="No purchased, unknown or unavailable item, and every row has a reason.")
+def recommendations_respect_rules(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        bought, unknown, unavailable, no_reason = con.execute(
+            """
+            select
+                count(*) filter (where exists (
+                    select 1 from int_customer_item_daily d
+                    where d.customer_id = c.customer_id and d.item_id = c.item_id and d.n_orders > 0)),
+                count(*) filter (where i.item_id is null),
+                count(*) filter (where not coalesce(i.available, true)),
+                count(*) filter (where coalesce(trim(c.reason), '') = '')
+            from customer_recommendations c
+            left join item_catalog i using (item_id)
+            """
+        ).fetchall()[0]
+    return dg.AssetCheckResult(
+        passed=bool(bought == unknown == unavailable == no_reason == 0),
+        metadata={"purchased_items": bought, "unknown_items": unknown,
+                  "unavailable_items": unavailable, "rows_without_reason": no_reason},
+    )
+
+
+@dg.asset_check(asset="recommendation_metrics", blocking=False,
+                description="Warns when the champion's NDCG fell by more than 20% since the last run date.")
+def champion_quality_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        rows = con.execute(
+            "select as_of, ndcg from recommendation_metrics where is_champion "
+            "order by as_of desc limit 2"
+        ).fetchall()
+    if len(rows) < 2:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no earlier run date to compare"})
+    (_, now), (_, before) = rows
+    drop = 1 - now / before if before else 0.0
+    return dg.AssetCheckResult(
+        passed=bool(drop <= 0.2), severity=dg.AssetCheckSeverity.WARN,
+        metadata={"ndcg_now": float(now), "ndcg_before": float(before), "relative_drop": float(drop)},
+    )

@@ -1,0 +1,113 @@
+"""Resources shared by every domain: where the data is, the working database and MLflow."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from seg_pipeline.lib.paths import DEFAULT_DATABASE, DEMO_DIR, default_tracking_uri, work_database_for
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Inputs and outputs of a run: the events, their format, as_of and the database files."""
+
+    events_path: str | None = Field(
+        default=None,
+        description="CSV, .gz CSV or Parquet file, or a glob. Empty: the embedded synthetic shop.",
+    )
+    events_format: str = Field(default="canonical", description="canonical or online_retail.")
+    items_path: str | None = Field(default=None, description="Optional items file.")
+    as_of: str | None = Field(default=None, description="YYYY-MM-DD; default: day after the last event.")
+    database: str = Field(default=str(DEFAULT_DATABASE), description="Published DuckDB file.")
+    demo_dir: str = Field(default=str(DEMO_DIR), description="Where the synthetic shop is written.")
+
+    @property
+    def published_path(self) -> Path:
+        return Path(self.database).resolve()
+
+    @property
+    def work_path(self) -> Path:
+        return work_database_for(self.published_path)
+
+    def as_of_date(self) -> date | None:
+        if not self.as_of:
+            return None
+        try:
+            return date.fromisoformat(self.as_of)
+        except ValueError as exc:
+            raise dg.Failure(f"as_of '{self.as_of}' is not a YYYY-MM-DD date") from exc
+
+
+class MLflowTracking(dg.ConfigurableResource):
+    """Opens one MLflow run per materialisation, tagged with the Dagster run id.
+
+    A small resource over plain ``mlflow`` rather than dagster-mlflow's job hook, which can close
+    runs too early. Experiments get an explicit artifact location next to the tracking database so
+    artefacts never land in whatever folder the process happened to start in.
+    """
+
+    tracking_uri: str = Field(default_factory=default_tracking_uri,
+                              description="MLflow tracking URI (default: SQLite under data/).")
+    artifact_root: str | None = Field(
+        default=None, description="Folder for artefacts; default: mlartifacts/ beside the store."
+    )
+
+    def _artifact_root(self) -> Path:
+        if self.artifact_root:
+            return Path(self.artifact_root).resolve()
+        if self.tracking_uri.startswith("sqlite:///"):
+            return Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+        return Path("data/mlartifacts").resolve()
+
+    @contextmanager
+    def start_run(
+        self,
+        context: dg.AssetExecutionContext,
+        experiment: str,
+        *,
+        run_name: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> Iterator[object]:
+        """Start (and always end) an MLflow run for this materialisation; yields the run."""
+        import mlflow
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        client = mlflow.MlflowClient(self.tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            location = (self._artifact_root() / experiment).as_uri()
+            experiment_id = client.create_experiment(experiment, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
+        tags = {
+            "dagster.run_id": context.run_id,
+            "dagster.asset": context.op_execution_context.op.name,
+        }
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name or context.op_execution_context.op.name,
+            tags=tags,
+            nested=parent_run_id is not None,
+            parent_run_id=parent_run_id,
+        ) as run:
+            yield run
+
+
+def settings_from_env(environ: os._Environ | dict | None = None) -> PipelineSettings:
+    """Build the settings from the contract's environment variables (used by ``dagster dev``)."""
+    env = os.environ if environ is None else environ
+    return PipelineSettings(
+        events_path=env.get("SEG_EVENTS_PATH") or None,
+        events_format=env.get("SEG_EVENTS_FORMAT") or "canonical",
+        items_path=env.get("SEG_ITEMS_PATH") or None,
+        as_of=env.get("SEG_AS_OF") or None,
+        database=env.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE),
+    )

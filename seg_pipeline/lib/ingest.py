@@ -1,0 +1,551 @@
+"""Read event files into DuckDB: every row ends up either in ``raw_events`` or in
+``quarantined_events`` with a reason, so ``rows read = rows used + rows quarantined`` always holds.
+
+All parsing happens in DuckDB SQL so the same code handles a few thousand rows or tens of
+millions: files are first landed as text (so a bad value can never abort the load), then typed and
+classified in one pass. User-supplied values (paths, codes, dates) are always bound as parameters,
+never pasted into SQL.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import gzip
+import zlib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+FORMATS = ("canonical", "online_retail")
+EVENT_TYPES = ("purchase", "return", "view", "cart", "rating")
+
+CANONICAL_REQUIRED = ("customer_id", "item_id", "event_ts")
+CANONICAL_OPTIONAL = ("event_type", "quantity", "unit_price", "order_id", "value")
+ONLINE_RETAIL_REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "CustomerID")
+ONLINE_RETAIL_OPTIONAL = ("Description", "UnitPrice", "Country")
+ITEMS_COLUMNS = ("item_id", "title", "description", "category", "price", "available")
+
+# Lines of the UCI Online Retail file that are not products: postage, discounts, manual
+# adjustments, fees and charity. They would otherwise top every popularity list.
+ONLINE_RETAIL_NON_PRODUCT = (
+    "POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS",
+)
+
+# Reason codes, in the order they are tested: a row gets the first that applies.
+REASONS = {
+    "malformed_row": "the CSV parser could not split the line into the header's columns",
+    "invalid_encoding": "the line is not valid UTF-8",
+    "missing_item_id": "item_id is empty",
+    "bad_timestamp": "event_ts is empty or not an ISO 8601 timestamp",
+    "unknown_event_type": "event_type is not purchase, return, view, cart or rating",
+    "bad_quantity": "quantity is not a number",
+    "zero_quantity": "quantity is zero",
+    "bad_price": "unit_price is not a number, or is negative",
+    "bad_value": "value is not a number, or a rating has no value",
+    "missing_customer_id": "a rating needs a customer_id",
+    "non_product": "the item is a non-product line (postage, fee, discount, adjustment)",
+    "after_as_of": "the event is on or after the as_of date",
+    "duplicate_event": "an identical row appeared earlier in the input",
+}
+
+
+class IngestError(ValueError):
+    """An input problem the user must fix; its message is one readable line."""
+
+
+@dataclass
+class IngestResult:
+    """Counts of one ingest; ``rows_read == rows_used + rows_quarantined``."""
+
+    files: list[str]
+    rows_read: int
+    rows_used: int
+    rows_quarantined: int
+    as_of: date
+    reasons: dict[str, int] = field(default_factory=dict)
+    anonymous_rows: int = 0
+    n_customers: int = 0
+    n_items: int = 0
+
+
+def resolve_sources(pattern: str | Path) -> list[str]:
+    """Expand a path or glob into a sorted list of readable, non-empty event files.
+
+    Raises
+    ------
+    IngestError
+        When nothing matches, a file is missing or empty, a gzip file is truncated, or the
+        extension is not CSV, gzip CSV or Parquet.
+    """
+    text = str(pattern)
+    if any(ch in text for ch in "*?["):
+        files = sorted(globlib.glob(text, recursive=True))
+        if not files:
+            raise IngestError(f"no files match the glob '{text}'")
+    else:
+        if not Path(text).exists():
+            raise IngestError(f"events file '{text}' does not exist")
+        files = [text]
+    kinds = {_kind(f) for f in files}
+    if len(kinds) > 1:
+        raise IngestError(f"'{text}' mixes CSV and Parquet files; give one kind at a time")
+    for f in files:
+        path = Path(f)
+        if path.is_dir():
+            raise IngestError(f"'{f}' is a folder; give a file or a glob such as '{f}/*.csv'")
+        if path.stat().st_size == 0:
+            raise IngestError(f"events file '{f}' is empty")
+        if _kind(f) == "gzip":
+            _check_gzip(path)
+    return [str(Path(f).resolve()) for f in files]
+
+
+def _kind(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith(".gz"):
+        return "gzip"
+    if lower.endswith((".csv", ".tsv", ".txt")):
+        return "csv"
+    raise IngestError(f"'{path}' is not a CSV (.csv, .csv.gz) or Parquet (.parquet) file")
+
+
+def _check_gzip(path: Path) -> None:
+    """Read a gzip file to the end so a truncated download fails here with a clear message."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise IngestError(f"'{path}' is not a complete gzip file ({exc})") from exc
+
+
+def _land(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
+    """Land the files as all-text table ``_landing`` plus ``_rejects`` with exact line numbers."""
+    con.execute("drop table if exists _landing")
+    con.execute("drop table if exists _rejects")
+    if _kind(files[0]) == "parquet":
+        try:
+            con.execute(
+                """
+                create temp table _landing as
+                select * exclude (filename, file_row_number),
+                    filename as _source_file,
+                    file_row_number + 1 as _source_line
+                from read_parquet($files, filename = true, file_row_number = true,
+                                  union_by_name = true)
+                """,
+                {"files": files},
+            )
+        except duckdb.Error as exc:
+            raise IngestError(f"cannot read Parquet input: {_first_line(exc)}") from exc
+        con.execute(
+            "create temp table _rejects (source_file varchar, source_line bigint, "
+            "reason varchar, raw_line varchar)"
+        )
+        return
+
+    try:
+        con.execute(
+            """
+            create temp table _landing_raw as
+            select * from read_csv($files, header = true, all_varchar = true, filename = true,
+                                   store_rejects = true,
+                                   rejects_table = '_reject_errors', rejects_scan = '_reject_scans')
+            """,
+            {"files": files},
+        )
+    except duckdb.Error as exc:
+        raise IngestError(f"cannot read CSV input: {_first_line(exc)}") from exc
+    con.execute(
+        """
+        create temp table _rejects as
+        select
+            s.file_path as source_file,
+            e.line::bigint as source_line,
+            case when e.error_type = 'INVALID ENCODING' then 'invalid_encoding'
+                 else 'malformed_row' end as reason,
+            e.csv_line as raw_line
+        from _reject_errors e
+        join _reject_scans s using (scan_id, file_id)
+        """
+    )
+    # read_csv keeps rows in file order; rowid gives each row's ordinal. The line number is that
+    # ordinal plus the header plus the rejected lines that came before it in the same file.
+    con.execute(
+        """
+        create temp table _landing as
+        with ordered as (
+            select *, rowid - min(rowid) over (partition by filename) + 1 as _ordinal
+            from _landing_raw
+        ),
+        rejected as (
+            select source_file, source_line,
+                   row_number() over (partition by source_file order by source_line) as i
+            from (select distinct source_file, source_line from _rejects)
+        ),
+        gaps as (
+            select source_file, source_line - 1 - i as good_before, max(i) as i
+            from rejected group by all
+        )
+        select ordered.* exclude (filename, _ordinal),
+            ordered.filename as _source_file,
+            ordered._ordinal + 1 + coalesce(gaps.i, 0) as _source_line
+        from ordered
+        asof left join gaps
+            on ordered.filename = gaps.source_file and ordered._ordinal > gaps.good_before
+        """
+    )
+    con.execute("drop table _landing_raw")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [row[0] for row in con.execute(f"describe {table}").fetchall()]
+
+
+def _text(cols: list[str], name: str) -> str:
+    """SQL for a trimmed, NULL-if-blank text column, or NULL when the file lacks the column."""
+    if name in cols:
+        return f"nullif(trim(\"{name}\"::varchar), '')"
+    return "null::varchar"
+
+
+def _normalised_select(fmt: str, cols: list[str]) -> str:
+    """SQL that maps the landed columns onto the canonical text columns."""
+    if fmt == "canonical":
+        return f"""
+            select
+                {_text(cols, 'customer_id')} as customer_id,
+                {_text(cols, 'item_id')} as item_id,
+                {_text(cols, 'event_ts')} as event_ts,
+                {_text(cols, 'event_type')} as event_type,
+                {_text(cols, 'quantity')} as quantity,
+                {_text(cols, 'unit_price')} as unit_price,
+                {_text(cols, 'order_id')} as order_id,
+                {_text(cols, 'value')} as value,
+                null::varchar as description,
+                null::varchar as country,
+                _source_file, _source_line
+            from _landing
+        """
+    customer = _text(cols, "CustomerID")
+    invoice = _text(cols, "InvoiceNo")
+    return f"""
+        select
+            regexp_replace({customer}, '\\.0+$', '') as customer_id,
+            {_text(cols, 'StockCode')} as item_id,
+            {_text(cols, 'InvoiceDate')} as event_ts,
+            case when upper({invoice}) like 'C%' then 'return' else 'purchase' end as event_type,
+            {_text(cols, 'Quantity')} as quantity,
+            {_text(cols, 'UnitPrice')} as unit_price,
+            {invoice} as order_id,
+            null::varchar as value,
+            {_text(cols, 'Description')} as description,
+            {_text(cols, 'Country')} as country,
+            _source_file, _source_line
+        from _landing
+    """
+
+
+def _check_columns(fmt: str, cols: list[str], files: list[str]) -> None:
+    required = CANONICAL_REQUIRED if fmt == "canonical" else ONLINE_RETAIL_REQUIRED
+    missing = [c for c in required if c not in cols]
+    if missing:
+        found = ", ".join(c for c in cols if not c.startswith("_")) or "none"
+        hint = ""
+        if len([c for c in cols if not c.startswith("_")]) == 1:
+            hint = " (only one column was found: is the delimiter a comma?)"
+        other = "online_retail" if fmt == "canonical" else "canonical"
+        other_req = ONLINE_RETAIL_REQUIRED if fmt == "canonical" else CANONICAL_REQUIRED
+        if all(c in cols for c in other_req):
+            hint = f" (the file looks like the '{other}' format: pass --format {other})"
+        raise IngestError(
+            f"{fmt} events are missing required column(s) {', '.join(missing)} in "
+            f"{Path(files[0]).name}{'…' if len(files) > 1 else ''}; found: {found}{hint}"
+        )
+
+
+def ingest_events(
+    con: duckdb.DuckDBPyConnection,
+    events: str | Path,
+    *,
+    fmt: str = "canonical",
+    as_of: date | None = None,
+    run_id: str = "manual",
+    non_product_items: tuple[str, ...] | None = None,
+    max_bad_share: float = 0.5,
+) -> IngestResult:
+    """Load events into ``raw_events`` and ``quarantined_events`` in one transaction.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        Connection to the working database.
+    events : str or Path
+        A CSV, gzip CSV or Parquet file, or a glob of such files.
+    fmt : {"canonical", "online_retail"}
+        Column layout (see the contract, section 2).
+    as_of : date, optional
+        The day recency is measured from; events on or after it are quarantined. Defaults to the
+        day after the latest valid event.
+    run_id : str
+        Dagster run id, stored on every row for lineage.
+    non_product_items : tuple of str, optional
+        Item ids that are not products. Defaults to the Online Retail codes for that format and to
+        none for the canonical format.
+    max_bad_share : float
+        Fail instead of publishing when more than this share of rows is quarantined.
+
+    Returns
+    -------
+    IngestResult
+    """
+    if fmt not in FORMATS:
+        raise IngestError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
+    files = resolve_sources(events)
+    if non_product_items is None:
+        non_product_items = ONLINE_RETAIL_NON_PRODUCT if fmt == "online_retail" else ()
+
+    con.execute("set TimeZone = 'UTC'")
+    _land(con, files)
+    cols = _columns(con, "_landing")
+    _check_columns(fmt, cols, files)
+
+    con.execute(f"create or replace temp table _normalised as {_normalised_select(fmt, cols)}")
+    con.execute(
+        """
+        create or replace temp table _typed as
+        select
+            n.*,
+            coalesce(try_cast(n.event_ts as timestamptz) at time zone 'UTC',
+                     try_cast(n.event_ts as timestamp)) as ts,
+            coalesce(lower(n.event_type), 'purchase') as etype,
+            try_cast(n.quantity as double) as qty,
+            try_cast(n.unit_price as double) as price,
+            try_cast(n.value as double) as val,
+            row_number() over (
+                partition by n.customer_id, n.item_id, n.event_ts, n.event_type, n.quantity,
+                             n.unit_price, n.order_id, n.value, n.description
+                order by n._source_file, n._source_line
+            ) as copy_no
+        from _normalised n
+        """
+    )
+    # as_of defaults to the day after the latest event that is otherwise valid.
+    if as_of is None:
+        latest = con.execute(
+            "select max(ts) from _typed where item_id is not null and etype in "
+            "('purchase','return','view','cart','rating')"
+        ).fetchall()[0][0]
+        if latest is None:
+            raise IngestError("no event has a valid item_id and event_ts; nothing to ingest")
+        as_of = (latest.date() if hasattr(latest, "date") else latest) + _one_day()
+
+    con.execute(
+        """
+        create or replace temp table _classified as
+        select *,
+            case
+                when item_id is null then 'missing_item_id'
+                when ts is null then 'bad_timestamp'
+                when etype not in ('purchase', 'return', 'view', 'cart', 'rating')
+                    then 'unknown_event_type'
+                when quantity is not null and qty is null then 'bad_quantity'
+                when qty = 0 then 'zero_quantity'
+                when unit_price is not null and (price is null or price < 0) then 'bad_price'
+                when (value is not null and val is null) or (etype = 'rating' and val is null)
+                    then 'bad_value'
+                when etype = 'rating' and customer_id is null then 'missing_customer_id'
+                when list_contains($non_products, item_id) then 'non_product'
+                when ts >= $as_of::timestamp then 'after_as_of'
+                when copy_no > 1 then 'duplicate_event'
+            end as reason
+        from _typed
+        """,
+        {"non_products": list(non_product_items), "as_of": as_of},
+    )
+
+    counts = dict(
+        con.execute(
+            """
+            select coalesce(reason, '_used'), count(*) from _classified group by all
+            union all
+            select reason, count(*) from _rejects group by all
+            """
+        ).fetchall()
+    )
+    rows_used = counts.pop("_used", 0)
+    rows_quarantined = sum(counts.values())
+    rows_read = rows_used + rows_quarantined
+    if rows_read == 0:
+        raise IngestError(f"no event rows in {', '.join(Path(f).name for f in files)}")
+    if rows_quarantined > max_bad_share * rows_read:
+        top = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
+        raise IngestError(
+            f"{rows_quarantined} of {rows_read} rows ({rows_quarantined / rows_read:.0%}) are bad, "
+            f"above the {max_bad_share:.0%} limit; nothing was published ({top})"
+        )
+
+    con.execute("begin transaction")
+    try:
+        con.execute(
+            """
+            create or replace table raw_events as
+            select
+                row_number() over (order by _source_file, _source_line)::bigint as event_id,
+                customer_id,
+                item_id,
+                ts::timestamp as event_ts,
+                case when etype = 'purchase' and qty < 0 then 'return' else etype end as event_type,
+                abs(coalesce(qty, 1)) as quantity,
+                price as unit_price,
+                order_id,
+                val as value,
+                country,
+                _source_file as source_file,
+                _source_line as source_line,
+                $run_id as run_id
+            from _classified
+            where reason is null
+            """,
+            {"run_id": run_id},
+        )
+        con.execute(
+            """
+            create or replace table quarantined_events as
+            select _source_file as source_file, _source_line as source_line, reason,
+                   customer_id, item_id, event_ts, event_type, quantity, unit_price, order_id,
+                   value, null::varchar as raw_line, $run_id as run_id
+            from _classified
+            where reason is not null
+            union all
+            select source_file, source_line, reason, null, null, null, null, null, null, null,
+                   null, raw_line, $run_id
+            from _rejects
+            """,
+            {"run_id": run_id},
+        )
+        con.execute(
+            """
+            create or replace table ingest_manifest as
+            select $run_id as run_id, $as_of::date as as_of, $read::bigint as rows_read,
+                   $used::bigint as rows_used, $quarantined::bigint as rows_quarantined,
+                   $files::varchar[] as source_files, now() as ingested_at
+            """,
+            {"run_id": run_id, "as_of": as_of, "read": rows_read, "used": rows_used,
+             "quarantined": rows_quarantined, "files": files},
+        )
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+
+    anonymous, n_customers, n_items = con.execute(
+        "select count(*) filter (where customer_id is null), count(distinct customer_id), "
+        "count(distinct item_id) from raw_events"
+    ).fetchall()[0]
+    _derive_event_items(con, fmt)
+    for table in ("_landing", "_rejects", "_normalised", "_typed", "_classified"):
+        con.execute(f"drop table if exists {table}")
+    return IngestResult(
+        files=files, rows_read=rows_read, rows_used=rows_used, rows_quarantined=rows_quarantined,
+        as_of=as_of, reasons=counts, anonymous_rows=anonymous, n_customers=n_customers,
+        n_items=n_items,
+    )
+
+
+def _one_day():
+    from datetime import timedelta
+
+    return timedelta(days=1)
+
+
+def _derive_event_items(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
+    """Keep the item descriptions that came inside the events (Online Retail) for the catalogue."""
+    if fmt == "online_retail":
+        con.execute(
+            """
+            create or replace table _event_item_text as
+            select item_id, mode(description) as title,
+                   median(price) filter (where price > 0) as price
+            from _classified
+            where reason is null
+            group by item_id
+            """
+        )
+    else:
+        con.execute(
+            "create or replace table _event_item_text as "
+            "select null::varchar as item_id, null::varchar as title, null::double as price "
+            "where false"
+        )
+
+
+def ingest_items(con: duckdb.DuckDBPyConnection, items: str | Path | None, *, run_id: str) -> int:
+    """Write ``raw_items`` from the items file, or from the events' own descriptions.
+
+    Returns the number of items written. Item ids must be unique in the file: a repeated id
+    raises rather than silently keeping one of the rows.
+    """
+    if items is None:
+        con.execute(
+            """
+            create or replace table raw_items as
+            select item_id, title, title as description, null::varchar as category,
+                   price, true as available, $run_id as run_id
+            from _event_item_text
+            """,
+            {"run_id": run_id},
+        )
+    else:
+        files = resolve_sources(items)
+        reader = "read_parquet($files)" if _kind(files[0]) == "parquet" else (
+            "read_csv($files, header = true, all_varchar = true)"
+        )
+        try:
+            con.execute(f"create or replace temp table _items_landing as select * from {reader}",
+                        {"files": files})
+        except duckdb.Error as exc:
+            raise IngestError(f"cannot read items file: {_first_line(exc)}") from exc
+        cols = _columns(con, "_items_landing")
+        if "item_id" not in cols:
+            raise IngestError(f"items file has no item_id column; found: {', '.join(cols)}")
+        dupes = con.execute(
+            "select item_id, count(*) from _items_landing group by all having count(*) > 1 limit 3"
+        ).fetchall()
+        if dupes:
+            raise IngestError(f"items file repeats item_id(s) {', '.join(str(d[0]) for d in dupes)}")
+
+        def col(name: str, sql_type: str) -> str:
+            if name not in cols:
+                return f"null::{sql_type}"
+            if sql_type == "boolean":
+                return (f"coalesce(try_cast(\"{name}\" as boolean), "
+                        f"lower(trim(\"{name}\"::varchar)) in ('1', 'yes', 'y', 't'))")
+            return f"try_cast(\"{name}\" as {sql_type})"
+
+        con.execute(
+            f"""
+            create or replace table raw_items as
+            select trim(item_id::varchar) as item_id,
+                   {col('title', 'varchar')} as title,
+                   {col('description', 'varchar')} as description,
+                   {col('category', 'varchar')} as category,
+                   {col('price', 'double')} as price,
+                   {col('available', 'boolean')} as available,
+                   $run_id as run_id
+            from _items_landing
+            where nullif(trim(item_id::varchar), '') is not null
+            """,
+            {"run_id": run_id},
+        )
+        con.execute("drop table _items_landing")
+    con.execute("drop table if exists _event_item_text")
+    return con.execute("select count(*) from raw_items").fetchall()[0][0]

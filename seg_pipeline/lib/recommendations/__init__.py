@@ -1,0 +1,1 @@
+"""Recommenders, their evaluation and the reasons attached to each recommendation."""

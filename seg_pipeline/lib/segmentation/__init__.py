@@ -1,0 +1,1 @@
+"""Behavioural customer segmentation: features, model selection, naming and profiles."""
