@@ -1,4 +1,4 @@
-"""The ``seg-pipeline`` command: run the nightly job in-process, with progress and one-line errors."""
+"""The ``seg-pipeline`` command: the nightly job in-process, with progress and one-line errors."""
 
 from __future__ import annotations
 
@@ -21,10 +21,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--database", default=os.environ.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE),
-                       help="published DuckDB file (default: $DUCKDB_DATABASE or data/seg_pipeline.duckdb)")
-        p.add_argument("--as-of", default=os.environ.get("SEG_AS_OF") or None,
-                       help="YYYY-MM-DD that recency is measured from (default: day after the last event)")
+        p.add_argument(
+            "--database",
+            default=os.environ.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE),
+            help="published DuckDB file (default: $DUCKDB_DATABASE or data/seg_pipeline.duckdb)",
+        )
+        p.add_argument(
+            "--as-of",
+            default=os.environ.get("SEG_AS_OF") or None,
+            help="YYYY-MM-DD that recency is measured from (default: day after the last event)",
+        )
         p.add_argument("--quiet", action="store_true", help="print only the final line")
 
     demo = sub.add_parser("demo", help="generate the seeded synthetic shop if missing, then run")
@@ -62,8 +68,12 @@ class _Progress(logging.Handler):
         elif kind == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             if not data.passed:
-                print(f"  ! check {data.check_name} on {data.asset_key.to_user_string()} "
-                      f"failed ({data.severity.value})", file=self.stream, flush=True)
+                print(
+                    f"  ! check {data.check_name} on {data.asset_key.to_user_string()} "
+                    f"failed ({data.severity.value})",
+                    file=self.stream,
+                    flush=True,
+                )
 
 
 def _failure_line(result) -> str:
@@ -72,8 +82,10 @@ def _failure_line(result) -> str:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             if not data.passed and data.severity.value == "ERROR":
-                return (f"check '{data.check_name}' on asset '{data.asset_key.to_user_string()}' "
-                        f"failed: {dict(data.metadata or {}) and _meta(data.metadata)}")
+                return (
+                    f"check '{data.check_name}' on asset '{data.asset_key.to_user_string()}' "
+                    f"failed: {dict(data.metadata or {}) and _meta(data.metadata)}"
+                )
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
@@ -105,36 +117,58 @@ def run_pipeline(
 
     from seg_pipeline.defs.resources import PipelineSettings
 
-    print("seg-pipeline: loading definitions (dbt manifest, models)…", file=sys.stderr, flush=True)
+    if not quiet:
+        print(
+            "seg-pipeline: loading definitions (dbt manifest, models)…", file=sys.stderr, flush=True
+        )
     from seg_pipeline.definitions import build_definitions
 
-    settings = PipelineSettings(events_path=events, events_format=fmt, items_path=items,
-                                as_of=as_of, database=str(Path(database).resolve()))
-    defs = build_definitions(settings, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
-    job = defs.resolve_job_def("nightly_job")
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    settings = PipelineSettings(
+        events_path=events,
+        events_format=fmt,
+        items_path=items,
+        as_of=as_of,
+        database=str(Path(database).resolve()),
+    )
     progress = _Progress()
-    dagster_logger = logging.getLogger("dagster")
-    if not quiet:
-        dagster_logger.addHandler(progress)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # dbt and the libraries print a lot; it goes to a log file beside the database instead.
+    # dbt and the libraries print a lot; that, and every Dagster event, goes to a log file.
     log_path = settings.published_path.with_name(settings.published_path.stem + "_last_run.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
+
+    @dg.logger
+    def progress_logger(_init_context) -> logging.Logger:
+        logger = logging.Logger("seg_pipeline.progress", level=logging.DEBUG)
+        # A logger without handlers would fall back to printing warnings and tracebacks.
+        logger.addHandler(logging.NullHandler() if quiet else progress)
+        details = logging.FileHandler(log_path)
+        details.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(details)
+        return logger
+
+    defs = build_definitions(
+        settings,
+        tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+        loggers={"progress": progress_logger},
+    )
+    job = defs.resolve_job_def("nightly_job")
+    instance = (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     started = time.perf_counter()
-    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
-        try:
-            result = job.execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            )
-        finally:
-            dagster_logger.removeHandler(progress)
+    with open(log_path, "a") as log, contextlib.redirect_stdout(log):
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config={"loggers": {"progress": {}}}
+        )
     took = time.perf_counter() - started
     if result.success:
-        print(f"seg-pipeline: done in {took:.0f} s; tables published to {settings.published_path}",
-              file=sys.stderr)
+        print(
+            f"seg-pipeline: done in {took:.0f} s; tables published to {settings.published_path}",
+            file=sys.stderr,
+        )
         return 0
     print(f"seg-pipeline: error: {_failure_line(result)} (details: {log_path})", file=sys.stderr)
     return 1
@@ -144,8 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return run_pipeline(events=None, as_of=args.as_of, database=args.database, quiet=args.quiet)
-    return run_pipeline(events=args.events, fmt=args.format, items=args.items, as_of=args.as_of,
-                        database=args.database, quiet=args.quiet)
+    return run_pipeline(
+        events=args.events,
+        fmt=args.format,
+        items=args.items,
+        as_of=args.as_of,
+        database=args.database,
+        quiet=args.quiet,
+    )
 
 
 if __name__ == "__main__":

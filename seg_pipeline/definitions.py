@@ -20,7 +20,9 @@ from seg_pipeline.defs.segmentation import checks as segmentation_checks
 
 def build_resources(settings: PipelineSettings, tracking_uri: str | None = None) -> dict:
     """Resources for one configuration; the CLI and the tests build their own from arguments."""
-    mlflow_tracking = MLflowTracking(tracking_uri=tracking_uri) if tracking_uri else MLflowTracking()
+    mlflow_tracking = (
+        MLflowTracking(tracking_uri=tracking_uri) if tracking_uri else MLflowTracking()
+    )
     return {
         "settings": settings,
         "duckdb": DuckDBResource(database=str(settings.work_path)),
@@ -29,8 +31,12 @@ def build_resources(settings: PipelineSettings, tracking_uri: str | None = None)
     }
 
 
-def build_definitions(settings: PipelineSettings, tracking_uri: str | None = None) -> dg.Definitions:
-    """Assemble the Definitions for the given settings."""
+def build_definitions(
+    settings: PipelineSettings,
+    tracking_uri: str | None = None,
+    loggers: dict[str, dg.LoggerDefinition] | None = None,
+) -> dg.Definitions:
+    """Assemble the Definitions for the given settings (and extra loggers, as the CLI's)."""
     modules = [ingest_assets, segmentation_assets, recommendation_assets, publishing_assets]
     check_modules = [ingest_checks, segmentation_checks, recommendation_checks]
     return dg.Definitions(
@@ -41,6 +47,7 @@ def build_definitions(settings: PipelineSettings, tracking_uri: str | None = Non
         resources=build_resources(settings, tracking_uri),
         # DuckDB takes one writer process: run every step in one process, one after another.
         executor=dg.in_process_executor,
+        loggers=loggers,
     )
 
 

@@ -11,7 +11,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from seg_pipeline.lib.paths import DEFAULT_DATABASE, DEMO_DIR, default_tracking_uri, work_database_for
+from seg_pipeline.lib.paths import (
+    DEFAULT_DATABASE,
+    DEMO_DIR,
+    default_tracking_uri,
+    work_database_for,
+)
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -23,7 +28,9 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     events_format: str = Field(default="canonical", description="canonical or online_retail.")
     items_path: str | None = Field(default=None, description="Optional items file.")
-    as_of: str | None = Field(default=None, description="YYYY-MM-DD; default: day after the last event.")
+    as_of: str | None = Field(
+        default=None, description="YYYY-MM-DD; default: day after the last event."
+    )
     database: str = Field(default=str(DEFAULT_DATABASE), description="Published DuckDB file.")
     demo_dir: str = Field(default=str(DEMO_DIR), description="Where the synthetic shop is written.")
 
@@ -52,8 +59,10 @@ class MLflowTracking(dg.ConfigurableResource):
     artefacts never land in whatever folder the process happened to start in.
     """
 
-    tracking_uri: str = Field(default_factory=default_tracking_uri,
-                              description="MLflow tracking URI (default: SQLite under data/).")
+    tracking_uri: str = Field(
+        default_factory=default_tracking_uri,
+        description="MLflow tracking URI (default: SQLite under data/).",
+    )
     artifact_root: str | None = Field(
         default=None, description="Folder for artefacts; default: mlartifacts/ beside the store."
     )
@@ -62,7 +71,9 @@ class MLflowTracking(dg.ConfigurableResource):
         if self.artifact_root:
             return Path(self.artifact_root).resolve()
         if self.tracking_uri.startswith("sqlite:///"):
-            return Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+            return (
+                Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+            )
         return Path("data/mlartifacts").resolve()
 
     @contextmanager
@@ -78,7 +89,9 @@ class MLflowTracking(dg.ConfigurableResource):
         import mlflow
 
         if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
         mlflow.set_tracking_uri(self.tracking_uri)
         client = mlflow.MlflowClient(self.tracking_uri)
         found = client.get_experiment_by_name(experiment)

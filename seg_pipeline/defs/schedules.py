@@ -11,6 +11,9 @@ nightly_job = dg.define_asset_job(
 )
 
 nightly_schedule = dg.ScheduleDefinition(
-    name="nightly_schedule", job=nightly_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+    name="nightly_schedule",
+    job=nightly_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )

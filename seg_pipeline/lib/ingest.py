@@ -30,7 +30,18 @@ ITEMS_COLUMNS = ("item_id", "title", "description", "category", "price", "availa
 # Lines of the UCI Online Retail file that are not products: postage, discounts, manual
 # adjustments, fees and charity. They would otherwise top every popularity list.
 ONLINE_RETAIL_NON_PRODUCT = (
-    "POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS",
+    "POST",
+    "DOT",
+    "C2",
+    "M",
+    "m",
+    "D",
+    "S",
+    "B",
+    "BANK CHARGES",
+    "AMAZONFEE",
+    "CRUK",
+    "PADS",
 )
 
 # Reason codes, in the order they are tested: a row gets the first that applies.
@@ -125,8 +136,8 @@ def _check_gzip(path: Path) -> None:
 
 def _land(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
     """Land the files as all-text table ``_landing`` plus ``_rejects`` with exact line numbers."""
-    con.execute("drop table if exists _landing")
-    con.execute("drop table if exists _rejects")
+    for table in ("_landing", "_landing_raw", "_rejects", "_reject_errors", "_reject_scans"):
+        con.execute(f"drop table if exists {table}")
     if _kind(files[0]) == "parquet":
         try:
             con.execute(
@@ -166,11 +177,13 @@ def _land(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
         select
             s.file_path as source_file,
             e.line::bigint as source_line,
-            case when e.error_type = 'INVALID ENCODING' then 'invalid_encoding'
+            -- A line can fail on several columns; it is one rejected row all the same.
+            case when bool_or(e.error_type = 'INVALID ENCODING') then 'invalid_encoding'
                  else 'malformed_row' end as reason,
-            e.csv_line as raw_line
+            any_value(e.csv_line) as raw_line
         from _reject_errors e
         join _reject_scans s using (scan_id, file_id)
+        group by s.file_path, e.line
         """
     )
     # read_csv keeps rows in file order; rowid gives each row's ordinal. The line number is that
@@ -222,14 +235,14 @@ def _normalised_select(fmt: str, cols: list[str]) -> str:
     if fmt == "canonical":
         return f"""
             select
-                {_text(cols, 'customer_id')} as customer_id,
-                {_text(cols, 'item_id')} as item_id,
-                {_text(cols, 'event_ts')} as event_ts,
-                {_text(cols, 'event_type')} as event_type,
-                {_text(cols, 'quantity')} as quantity,
-                {_text(cols, 'unit_price')} as unit_price,
-                {_text(cols, 'order_id')} as order_id,
-                {_text(cols, 'value')} as value,
+                {_text(cols, "customer_id")} as customer_id,
+                {_text(cols, "item_id")} as item_id,
+                {_text(cols, "event_ts")} as event_ts,
+                {_text(cols, "event_type")} as event_type,
+                {_text(cols, "quantity")} as quantity,
+                {_text(cols, "unit_price")} as unit_price,
+                {_text(cols, "order_id")} as order_id,
+                {_text(cols, "value")} as value,
                 null::varchar as description,
                 null::varchar as country,
                 _source_file, _source_line
@@ -240,15 +253,15 @@ def _normalised_select(fmt: str, cols: list[str]) -> str:
     return f"""
         select
             regexp_replace({customer}, '\\.0+$', '') as customer_id,
-            {_text(cols, 'StockCode')} as item_id,
-            {_text(cols, 'InvoiceDate')} as event_ts,
+            {_text(cols, "StockCode")} as item_id,
+            {_text(cols, "InvoiceDate")} as event_ts,
             case when upper({invoice}) like 'C%' then 'return' else 'purchase' end as event_type,
-            {_text(cols, 'Quantity')} as quantity,
-            {_text(cols, 'UnitPrice')} as unit_price,
+            {_text(cols, "Quantity")} as quantity,
+            {_text(cols, "UnitPrice")} as unit_price,
             {invoice} as order_id,
             null::varchar as value,
-            {_text(cols, 'Description')} as description,
-            {_text(cols, 'Country')} as country,
+            {_text(cols, "Description")} as description,
+            {_text(cols, "Country")} as country,
             _source_file, _source_line
         from _landing
     """
@@ -318,6 +331,11 @@ def ingest_events(
     cols = _columns(con, "_landing")
     _check_columns(fmt, cols, files)
 
+    n_landed = con.execute(
+        "select (select count(*) from _landing) + (select count(*) from _rejects)"
+    ).fetchall()[0][0]
+    if n_landed == 0:
+        raise IngestError(f"no event rows in {', '.join(Path(f).name for f in files)}")
     con.execute(f"create or replace temp table _normalised as {_normalised_select(fmt, cols)}")
     con.execute(
         """
@@ -384,8 +402,6 @@ def ingest_events(
     rows_used = counts.pop("_used", 0)
     rows_quarantined = sum(counts.values())
     rows_read = rows_used + rows_quarantined
-    if rows_read == 0:
-        raise IngestError(f"no event rows in {', '.join(Path(f).name for f in files)}")
     if rows_quarantined > max_bad_share * rows_read:
         top = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
         raise IngestError(
@@ -439,8 +455,14 @@ def ingest_events(
                    $used::bigint as rows_used, $quarantined::bigint as rows_quarantined,
                    $files::varchar[] as source_files, now() as ingested_at
             """,
-            {"run_id": run_id, "as_of": as_of, "read": rows_read, "used": rows_used,
-             "quarantined": rows_quarantined, "files": files},
+            {
+                "run_id": run_id,
+                "as_of": as_of,
+                "read": rows_read,
+                "used": rows_used,
+                "quarantined": rows_quarantined,
+                "files": files,
+            },
         )
         con.execute("commit")
     except Exception:
@@ -452,11 +474,25 @@ def ingest_events(
         "count(distinct item_id) from raw_events"
     ).fetchall()[0]
     _derive_event_items(con, fmt)
-    for table in ("_landing", "_rejects", "_normalised", "_typed", "_classified"):
+    for table in (
+        "_landing",
+        "_rejects",
+        "_reject_errors",
+        "_reject_scans",
+        "_normalised",
+        "_typed",
+        "_classified",
+    ):
         con.execute(f"drop table if exists {table}")
     return IngestResult(
-        files=files, rows_read=rows_read, rows_used=rows_used, rows_quarantined=rows_quarantined,
-        as_of=as_of, reasons=counts, anonymous_rows=anonymous, n_customers=n_customers,
+        files=files,
+        rows_read=rows_read,
+        rows_used=rows_used,
+        rows_quarantined=rows_quarantined,
+        as_of=as_of,
+        reasons=counts,
+        anonymous_rows=anonymous,
+        n_customers=n_customers,
         n_items=n_items,
     )
 
@@ -506,12 +542,16 @@ def ingest_items(con: duckdb.DuckDBPyConnection, items: str | Path | None, *, ru
         )
     else:
         files = resolve_sources(items)
-        reader = "read_parquet($files)" if _kind(files[0]) == "parquet" else (
-            "read_csv($files, header = true, all_varchar = true)"
+        reader = (
+            "read_parquet($files)"
+            if _kind(files[0]) == "parquet"
+            else ("read_csv($files, header = true, all_varchar = true)")
         )
         try:
-            con.execute(f"create or replace temp table _items_landing as select * from {reader}",
-                        {"files": files})
+            con.execute(
+                f"create or replace temp table _items_landing as select * from {reader}",
+                {"files": files},
+            )
         except duckdb.Error as exc:
             raise IngestError(f"cannot read items file: {_first_line(exc)}") from exc
         cols = _columns(con, "_items_landing")
@@ -521,25 +561,29 @@ def ingest_items(con: duckdb.DuckDBPyConnection, items: str | Path | None, *, ru
             "select item_id, count(*) from _items_landing group by all having count(*) > 1 limit 3"
         ).fetchall()
         if dupes:
-            raise IngestError(f"items file repeats item_id(s) {', '.join(str(d[0]) for d in dupes)}")
+            raise IngestError(
+                f"items file repeats item_id(s) {', '.join(str(d[0]) for d in dupes)}"
+            )
 
         def col(name: str, sql_type: str) -> str:
             if name not in cols:
                 return f"null::{sql_type}"
             if sql_type == "boolean":
-                return (f"coalesce(try_cast(\"{name}\" as boolean), "
-                        f"lower(trim(\"{name}\"::varchar)) in ('1', 'yes', 'y', 't'))")
-            return f"try_cast(\"{name}\" as {sql_type})"
+                return (
+                    f'coalesce(try_cast("{name}" as boolean), '
+                    f"lower(trim(\"{name}\"::varchar)) in ('1', 'yes', 'y', 't'))"
+                )
+            return f'try_cast("{name}" as {sql_type})'
 
         con.execute(
             f"""
             create or replace table raw_items as
             select trim(item_id::varchar) as item_id,
-                   {col('title', 'varchar')} as title,
-                   {col('description', 'varchar')} as description,
-                   {col('category', 'varchar')} as category,
-                   {col('price', 'double')} as price,
-                   {col('available', 'boolean')} as available,
+                   {col("title", "varchar")} as title,
+                   {col("description", "varchar")} as description,
+                   {col("category", "varchar")} as category,
+                   {col("price", "double")} as price,
+                   {col("available", "boolean")} as available,
                    $run_id as run_id
             from _items_landing
             where nullif(trim(item_id::varchar), '') is not null

@@ -38,7 +38,10 @@ def selection_chart(candidates: pd.DataFrame) -> bytes:
 def sizes_chart(profiles: pd.DataFrame) -> bytes:
     """Horizontal bars of segment sizes, labelled with their names."""
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(profiles) + 1))
-    labels = [f"{sid} {name}" for sid, name in zip(profiles["segment_id"], profiles["segment_name"], strict=True)]
+    labels = [
+        f"{sid} {name}"
+        for sid, name in zip(profiles["segment_id"], profiles["segment_name"], strict=True)
+    ]
     ax.barh(labels[::-1], profiles["n_customers"].to_numpy()[::-1], color="tab:blue")
     ax.set_xlabel("customers")
     ax.set_title("Segment sizes")

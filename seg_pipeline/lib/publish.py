@@ -9,6 +9,7 @@ today's, complete, never a mix, and a reader that already has the old file open 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -67,10 +68,8 @@ def publish_tables(
             os.fsync(handle.fileno())
         os.replace(tmp, published)
     except BaseException:
-        try:
+        with contextlib.suppress(duckdb.Error):
             con.execute("detach publish_target")
-        except duckdb.Error:
-            pass
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
         raise

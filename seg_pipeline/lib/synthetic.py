@@ -17,13 +17,37 @@ import pandas as pd
 
 CATEGORIES = {
     "Kitchen": (12.0, ["ceramic", "enamel", "bamboo", "copper"], ["mug", "teapot", "bowl", "jar"]),
-    "Garden": (18.0, ["zinc", "wooden", "woven", "terracotta"], ["planter", "lantern", "sign", "bench"]),
+    "Garden": (
+        18.0,
+        ["zinc", "wooden", "woven", "terracotta"],
+        ["planter", "lantern", "sign", "bench"],
+    ),
     "Toys": (9.0, ["wooden", "knitted", "tin", "paper"], ["robot", "puzzle", "doll", "train"]),
-    "Stationery": (4.0, ["vintage", "floral", "kraft", "pastel"], ["notebook", "card", "pencil", "wrap"]),
-    "Lighting": (25.0, ["glass", "rattan", "brass", "paper"], ["lamp", "fairy lights", "candle", "shade"]),
-    "Textiles": (15.0, ["linen", "cotton", "wool", "velvet"], ["cushion", "throw", "towel", "apron"]),
-    "Party": (6.0, ["glitter", "paper", "retro", "neon"], ["bunting", "balloons", "napkins", "cups"]),
-    "Bath": (10.0, ["lavender", "marble", "rose", "cedar"], ["soap", "bath salts", "dish", "candle"]),
+    "Stationery": (
+        4.0,
+        ["vintage", "floral", "kraft", "pastel"],
+        ["notebook", "card", "pencil", "wrap"],
+    ),
+    "Lighting": (
+        25.0,
+        ["glass", "rattan", "brass", "paper"],
+        ["lamp", "fairy lights", "candle", "shade"],
+    ),
+    "Textiles": (
+        15.0,
+        ["linen", "cotton", "wool", "velvet"],
+        ["cushion", "throw", "towel", "apron"],
+    ),
+    "Party": (
+        6.0,
+        ["glitter", "paper", "retro", "neon"],
+        ["bunting", "balloons", "napkins", "cups"],
+    ),
+    "Bath": (
+        10.0,
+        ["lavender", "marble", "rose", "cedar"],
+        ["soap", "bath salts", "dish", "candle"],
+    ),
 }
 
 STYLE_WORDS = ["classic", "modern", "rustic"]
@@ -78,14 +102,16 @@ def _make_items(rng: np.random.Generator, n_items: int) -> pd.DataFrame:
             material = materials[(j // 3) % len(materials)]
             noun = nouns[(j // (3 * len(materials))) % len(nouns)]
             title = f"{style.title()} {material} {noun} no. {j + 1}"
+            finish = {"classic": "Timeless", "modern": "Clean-lined", "rustic": "Hand-finished"}
             description = (
                 f"A {style} {material} {noun} from our {name.lower()} range. "
-                f"{'Timeless' if style == 'classic' else 'Clean-lined' if style == 'modern' else 'Hand-finished'}"
-                f" {name.lower()} piece in {material}."
+                f"{finish[style]} {name.lower()} piece in {material}."
             )
             price = round(float(median_price * rng.lognormal(0.0, 0.35)), 2)
             rows.append((c * per_cat + j, title, description, name, price, style))
-    items = pd.DataFrame(rows, columns=["local", "title", "description", "category", "price", "style"])
+    items = pd.DataFrame(
+        rows, columns=["local", "title", "description", "category", "price", "style"]
+    )
     # Ids are shuffled so that an id never reveals popularity rank.
     codes = rng.permutation(len(items))
     items["item_id"] = [f"SKU{code:05d}" for code in codes]
@@ -140,7 +166,9 @@ def generate_shop(
     late = np.array([a.joins_late for a in ARCHETYPES])[arch]
     single = np.array([a.single_order for a in ARCHETYPES])[arch]
 
-    join = np.where(late, rng.uniform(days - 60, days - 1, n_customers), rng.uniform(0, days * 0.8, n_customers))
+    join = np.where(
+        late, rng.uniform(days - 60, days - 1, n_customers), rng.uniform(0, days * 0.8, n_customers)
+    )
     end = np.minimum(join + rng.exponential(lifetime), days - 0.01)
     active = np.maximum(end - join, 0.5)
     activity = rng.lognormal(0.0, 0.4, n_customers)
@@ -154,7 +182,9 @@ def generate_shop(
     n_total_orders = len(order_cust)
     order_day = join[order_cust] + rng.random(n_total_orders) * active[order_cust]
     order_day[np.r_[0, np.cumsum(n_orders)[:-1]]] = join  # the first order is on the join day
-    order_seconds = np.floor(order_day) * 86400 + np.floor(rng.uniform(8, 20, n_total_orders) * 3600)
+    order_seconds = np.floor(order_day) * 86400 + np.floor(
+        rng.uniform(8, 20, n_total_orders) * 3600
+    )
     anonymous_order = rng.random(n_total_orders) < anonymous_share
 
     n_lines = 1 + rng.poisson(np.maximum(basket[order_cust] - 1, 0.05))
@@ -194,8 +224,10 @@ def generate_shop(
 
     is_return = (rng.random(n_total_lines) < ret_rate[line_cust]) & ~anonymous_order[line_order]
     r_idx = np.flatnonzero(is_return)
-    r_ts = np.minimum(line_seconds[r_idx] + rng.uniform(2, 20, len(r_idx)) * 86400, days * 86400 - 1)
-    # Half the returns use event_type 'return', half a negative purchase quantity: both are canonical.
+    r_ts = np.minimum(
+        line_seconds[r_idx] + rng.uniform(2, 20, len(r_idx)) * 86400, days * 86400 - 1
+    )
+    # Half the returns use event_type 'return', half a negative purchase quantity (both canonical).
     as_negative = rng.random(len(r_idx)) < 0.5
     returns = {
         "customer_id": line_cust_id[r_idx],
@@ -244,14 +276,26 @@ def generate_shop(
     events = events.sort_values(["ts", "order_id"], kind="stable", na_position="last")
     origin = pd.Timestamp(start)
     events["event_ts"] = origin + pd.to_timedelta(events.pop("ts"), unit="s")
-    events = events[["customer_id", "item_id", "event_ts", "event_type", "quantity", "unit_price",
-                     "order_id", "value"]].reset_index(drop=True)
+    events = events[
+        [
+            "customer_id",
+            "item_id",
+            "event_ts",
+            "event_type",
+            "quantity",
+            "unit_price",
+            "order_id",
+            "value",
+        ]
+    ].reset_index(drop=True)
 
-    customers = pd.DataFrame({
-        "customer_id": cust_ids,
-        "archetype": np.array([a.name for a in ARCHETYPES])[arch],
-        "favourite_category": np.array(list(CATEGORIES))[fav[:, 0]],
-    })
+    customers = pd.DataFrame(
+        {
+            "customer_id": cust_ids,
+            "archetype": np.array([a.name for a in ARCHETYPES])[arch],
+            "favourite_category": np.array(list(CATEGORIES))[fav[:, 0]],
+        }
+    )
     item_cols = ["item_id", "title", "description", "category", "price", "available"]
     return Shop(events=events, items=items[item_cols].copy(), customers=customers)
 
@@ -268,7 +312,11 @@ def write_shop(shop: Shop, directory: Path, *, fmt: str = "csv") -> dict[str, Pa
         "items": directory / "items.csv",
         "customers": directory / "customers.csv",
     }
-    for key, frame in (("items", shop.items), ("customers", shop.customers), ("events", shop.events)):
+    for key, frame in (
+        ("items", shop.items),
+        ("customers", shop.customers),
+        ("events", shop.events),
+    ):
         path = paths[key]
         tmp = path.with_name(path.name + ".tmp")
         if key == "events" and fmt == "parquet":

@@ -27,7 +27,9 @@ def manifest_is_stale(project: DbtProject) -> bool:
     if not manifest.exists():
         return True
     built = manifest.stat().st_mtime
-    sources = [p for sub in ("models", "seeds", "macros") for p in (project.project_dir / sub).rglob("*")]
+    sources = [
+        p for sub in ("models", "seeds", "macros") for p in (project.project_dir / sub).rglob("*")
+    ]
     sources += [project.project_dir / "dbt_project.yml", project.project_dir / "profiles.yml"]
     return any(p.is_file() and p.stat().st_mtime > built for p in sources)
 
@@ -38,9 +40,19 @@ if manifest_is_stale(dbt_project):
     # The CLI, the tests and CI start from a clean clone where `dagster dev` never built the
     # manifest, and @dbt_assets needs it at import time: parse once here (a few seconds).
     subprocess.run(
-        [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
-         "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(dbt_project.target_path)],
-        check=True, cwd=DBT_PROJECT_DIR,
+        [
+            dbt_executable(),
+            "parse",
+            "--quiet",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(dbt_project.target_path),
+        ],
+        check=True,
+        cwd=DBT_PROJECT_DIR,
     )
 
 

@@ -1,6 +1,5 @@
 """Ingest: land the event and item files in the working DuckDB database."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +21,9 @@ class IngestConfig(dg.Config):
     demo_seed: int = Field(default=42, description="Seed of the synthetic shop.")
 
 
-def ensure_demo_shop(directory: Path, *, n_customers: int = 3000, seed: int = 42) -> dict[str, Path]:
+def ensure_demo_shop(
+    directory: Path, *, n_customers: int = 3000, seed: int = 42
+) -> dict[str, Path]:
     """Write the synthetic shop into ``directory`` unless it is already there."""
     paths = {"events": directory / "events.csv", "items": directory / "items.csv"}
     if not all(p.exists() for p in paths.values()):
@@ -33,14 +34,26 @@ def ensure_demo_shop(directory: Path, *, n_customers: int = 3000, seed: int = 42
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("raw_events", description="Valid input events, typed, with source file and line.",
-                     group_name="ingest"),
-        dg.AssetSpec("quarantined_events", description="Rejected input rows with a reason code.",
-                     group_name="ingest"),
-        dg.AssetSpec("raw_items", description="The item catalogue as given, or derived from events.",
-                     group_name="ingest"),
-        dg.AssetSpec("ingest_manifest", description="as_of date and row counts of the last ingest.",
-                     group_name="ingest"),
+        dg.AssetSpec(
+            "raw_events",
+            description="Valid input events, typed, with source file and line.",
+            group_name="ingest",
+        ),
+        dg.AssetSpec(
+            "quarantined_events",
+            description="Rejected input rows with a reason code.",
+            group_name="ingest",
+        ),
+        dg.AssetSpec(
+            "raw_items",
+            description="The item catalogue as given, or derived from events.",
+            group_name="ingest",
+        ),
+        dg.AssetSpec(
+            "ingest_manifest",
+            description="as_of date and row counts of the last ingest.",
+            group_name="ingest",
+        ),
     ],
     can_subset=False,
 )
@@ -53,35 +66,48 @@ def ingested_events(
     """Read the events (or the embedded synthetic shop) and quarantine every unusable row."""
     events, items = settings.events_path, settings.items_path
     if events is None:
-        demo = ensure_demo_shop(Path(settings.demo_dir), n_customers=config.demo_customers,
-                                seed=config.demo_seed)
+        demo = ensure_demo_shop(
+            Path(settings.demo_dir), n_customers=config.demo_customers, seed=config.demo_seed
+        )
         events, items = str(demo["events"]), str(demo["items"])
         context.log.info(f"no events path given: using the synthetic shop in {settings.demo_dir}")
     settings.work_path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.get_connection() as con:
         try:
             result = ingest_events(
-                con, events, fmt=settings.events_format, as_of=settings.as_of_date(),
-                run_id=context.run_id, max_bad_share=config.max_bad_share,
+                con,
+                events,
+                fmt=settings.events_format,
+                as_of=settings.as_of_date(),
+                run_id=context.run_id,
+                max_bad_share=config.max_bad_share,
             )
             n_items = ingest_items(con, items, run_id=context.run_id)
         except IngestError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
     common = {"as_of": str(result.as_of), "rows_read": result.rows_read}
-    yield dg.MaterializeResult(asset_key="raw_events", metadata={
-        **common,
-        "dagster/row_count": result.rows_used,
-        "rows_used": result.rows_used,
-        "rows_quarantined": result.rows_quarantined,
-        "anonymous_rows": result.anonymous_rows,
-        "customers": result.n_customers,
-        "items": result.n_items,
-        "source_files": ", ".join(result.files),
-    })
-    yield dg.MaterializeResult(asset_key="quarantined_events", metadata={
-        **common,
-        "dagster/row_count": result.rows_quarantined,
-        "reasons": dg.MetadataValue.json(result.reasons),
-    })
+    yield dg.MaterializeResult(
+        asset_key="raw_events",
+        metadata={
+            **common,
+            "dagster/row_count": result.rows_used,
+            "rows_used": result.rows_used,
+            "rows_quarantined": result.rows_quarantined,
+            "anonymous_rows": result.anonymous_rows,
+            "customers": result.n_customers,
+            "items": result.n_items,
+            "source_files": ", ".join(result.files),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="quarantined_events",
+        metadata={
+            **common,
+            "dagster/row_count": result.rows_quarantined,
+            "reasons": dg.MetadataValue.json(result.reasons),
+        },
+    )
     yield dg.MaterializeResult(asset_key="raw_items", metadata={"dagster/row_count": n_items})
-    yield dg.MaterializeResult(asset_key="ingest_manifest", metadata={**common, "dagster/row_count": 1})
+    yield dg.MaterializeResult(
+        asset_key="ingest_manifest", metadata={**common, "dagster/row_count": 1}
+    )

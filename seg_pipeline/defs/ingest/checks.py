@@ -1,12 +1,14 @@
 """Checks on ingested data."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 
-@dg.asset_check(asset="raw_events", blocking=True,
-                description="rows read = rows used + rows quarantined, from the tables themselves.")
+@dg.asset_check(
+    asset="raw_events",
+    blocking=True,
+    description="rows read = rows used + rows quarantined, from the tables themselves.",
+)
 def rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     """Recount both tables so a lost row is caught even if the ingest code miscounted."""
     with duckdb.get_connection() as con:

@@ -1,6 +1,5 @@
 """Publishing: swap the finished tables into the consumers' DuckDB file in one step."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -42,10 +41,13 @@ def published_database(
                 f"not publishing: {names} were not rebuilt in this run; materialise the whole "
                 "nightly_job so that consumers never see tables from two runs"
             )
-        counts = publish_tables(con, settings.published_path, CONTRACT_TABLES + HISTORY_TABLES,
-                                run_id=context.run_id)
-    return dg.MaterializeResult(metadata={
-        "path": str(settings.published_path),
-        "dagster/row_count": sum(counts.values()),
-        **{f"rows.{t}": n for t, n in counts.items()},
-    })
+        counts = publish_tables(
+            con, settings.published_path, CONTRACT_TABLES + HISTORY_TABLES, run_id=context.run_id
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "path": str(settings.published_path),
+            "dagster/row_count": sum(counts.values()),
+            **{f"rows.{t}": n for t, n in counts.items()},
+        }
+    )

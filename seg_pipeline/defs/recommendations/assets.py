@@ -1,6 +1,5 @@
 """Recommendations: evaluate candidates on a time split, publish the champion with reasons."""
 
-
 import json
 import tempfile
 from datetime import timedelta
@@ -31,7 +30,7 @@ from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, expl
 
 
 class InteractionWeights(dg.Config):
-    """Confidence weights of the implicit-feedback matrix (see lib/recommendations/interactions.py)."""
+    """Confidence weights of the implicit-feedback matrix (lib/recommendations/interactions.py)."""
 
     purchase: float = Field(default=1.0, description="Per distinct order containing the item.")
     cart: float = Field(default=0.3, description="Per cart add.")
@@ -40,15 +39,18 @@ class InteractionWeights(dg.Config):
     ret: float = Field(default=1.0, description="Subtracted per return.")
 
     def to_weights(self) -> Weights:
-        return Weights(purchase=self.purchase, cart=self.cart, view=self.view, rating=self.rating,
-                       ret=self.ret)
+        return Weights(
+            purchase=self.purchase, cart=self.cart, view=self.view, rating=self.rating, ret=self.ret
+        )
 
 
 class RecommendationConfig(dg.Config):
     """List length, evaluation split and model settings."""
 
     n: int = Field(default=10, description="Recommendations per customer.")
-    holdout_days: int = Field(default=30, description="The last days before as_of form the validation window.")
+    holdout_days: int = Field(
+        default=30, description="The last days before as_of form the validation window."
+    )
     als_factors: int = Field(default=64, description="ALS latent factors.")
     als_iterations: int = Field(default=15, description="ALS iterations.")
     als_regularization: float = Field(default=0.05, description="ALS L2 regularisation.")
@@ -70,17 +72,42 @@ class SegmentPopularityConfig(dg.Config):
     """Cold-start lists per segment."""
 
     n: int = Field(default=10, description="Items per segment.")
-    window_days: int = Field(default=180, description="Only purchases in this many days before as_of count.")
+    window_days: int = Field(
+        default=180, description="Only purchases in this many days before as_of count."
+    )
 
 
 def _candidates(config: RecommendationConfig) -> list[Recommender]:
     return [
         PopularityRecommender(),
-        ALSRecommender(factors=config.als_factors, iterations=config.als_iterations,
-                       regularization=config.als_regularization, random_state=config.random_state),
+        ALSRecommender(
+            factors=config.als_factors,
+            iterations=config.als_iterations,
+            regularization=config.als_regularization,
+            random_state=config.random_state,
+        ),
         ItemKNNRecommender(weighting="cosine", k=config.knn_neighbours),
         ItemKNNRecommender(weighting="bm25", k=config.knn_neighbours),
     ]
+
+
+def choose_split(con, as_of, holdout_days: int):
+    """The validation window is the last ``holdout_days``; on a short history, the last 20%.
+
+    When the fixed window would leave less than half of the purchase history for training, the
+    split moves to the day by which 80% of purchase rows had happened.
+    """
+    split = as_of - timedelta(days=holdout_days)
+    share_before, p80 = con.execute(
+        """
+        select avg((event_date < $split)::int), quantile_disc(event_date, 0.8)
+        from int_customer_item_daily where n_orders > 0
+        """,
+        {"split": split},
+    ).fetchall()[0]
+    if share_before is None:
+        raise dg.Failure("no purchases by known customers: nothing to recommend from")
+    return split if share_before >= 0.5 else p80
 
 
 def _item_frame(con) -> pd.DataFrame:
@@ -96,16 +123,21 @@ def item_similarities(
     """Each item's most similar items by item-item KNN on the purchase matrix."""
     with duckdb.get_connection() as con:
         matrix = load_interactions(con, weights=config.weights.to_weights())
-        knn = ItemKNNRecommender(weighting=config.weighting, k=config.knn_neighbours).fit(matrix.weights)
+        knn = ItemKNNRecommender(weighting=config.weighting, k=config.knn_neighbours).fit(
+            matrix.weights
+        )
         rows, cols, vals = top_similar_items(knn.similarity, config.n)
         frame = pa.table({"i": rows, "j": cols, "score": vals})
-        ids = pa.table({"idx": np.arange(len(matrix.item_ids)), "item_id": matrix.item_ids.astype(str)})
+        ids = pa.table(
+            {"idx": np.arange(len(matrix.item_ids)), "item_id": matrix.item_ids.astype(str)}
+        )
         con.register("sim_pairs", frame)
         con.register("item_ids", ids)
         con.execute(
             """
             create or replace table item_similarities as
-            select a.item_id, row_number() over (partition by a.item_id order by p.score desc, b.item_id)
+            select a.item_id,
+                   row_number() over (partition by a.item_id order by p.score desc, b.item_id)
                        as rank,
                    b.item_id as similar_item_id, p.score::double as score,
                    $method as method, $run_id as run_id
@@ -118,18 +150,29 @@ def item_similarities(
         n_rows, n_items = con.execute(
             "select count(*), count(distinct item_id) from item_similarities"
         ).fetchall()[0]
-    return dg.MaterializeResult(metadata={"dagster/row_count": n_rows, "items_with_neighbours": n_items,
-                                          "method": f"item_knn_{config.weighting}"})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n_rows,
+            "items_with_neighbours": n_items,
+            "method": f"item_knn_{config.weighting}",
+        }
+    )
 
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("customer_recommendations", group_name="recommendations",
-                     deps=["int_customer_item_daily", "item_catalog", "ingest_manifest"],
-                     description="Top-N new items per customer from the champion model, with reasons."),
-        dg.AssetSpec("recommendation_metrics", group_name="recommendations",
-                     deps=["int_customer_item_daily", "item_catalog", "ingest_manifest"],
-                     description="Each candidate's offline metrics per run date; the champion flagged."),
+        dg.AssetSpec(
+            "customer_recommendations",
+            group_name="recommendations",
+            deps=["int_customer_item_daily", "item_catalog", "ingest_manifest"],
+            description="Top-N new items per customer from the champion model, with reasons.",
+        ),
+        dg.AssetSpec(
+            "recommendation_metrics",
+            group_name="recommendations",
+            deps=["int_customer_item_daily", "item_catalog", "ingest_manifest"],
+            description="Each candidate's offline metrics per run date; the champion flagged.",
+        ),
     ],
     can_subset=False,
 )
@@ -145,7 +188,7 @@ def recommendations(
     weights = config.weights.to_weights()
     with duckdb.get_connection() as con:
         as_of = con.execute("select as_of from ingest_manifest").fetchall()[0][0]
-        split = as_of - timedelta(days=config.holdout_days)
+        split = choose_split(con, as_of, config.holdout_days)
         items = _item_frame(con)
         train = load_interactions(con, weights=weights, before=split)
         relevant = load_heldout_purchases(con, train, split)
@@ -155,11 +198,17 @@ def recommendations(
     blocked = np.flatnonzero(~items["available"].to_numpy(dtype=bool))
     if relevant.nnz == 0:
         raise dg.Failure(
-            f"no customer bought a new item in the {config.holdout_days} days before {as_of}: "
-            "nothing to evaluate on; lower holdout_days or supply more history"
+            f"no customer bought a new item between {split} and {as_of}: nothing to evaluate "
+            "recommenders on; supply a longer history"
         )
-    evaluation = evaluate(_candidates(config), train, relevant, k=config.n,
-                          item_categories=categories, blocked=blocked)
+    evaluation = evaluate(
+        _candidates(config),
+        train,
+        relevant,
+        k=config.n,
+        item_categories=categories,
+        blocked=blocked,
+    )
     table = evaluation.table
     champion = next(m for m in _candidates(config) if m.name == evaluation.champion)
     champion.fit(full.weights)
@@ -172,20 +221,33 @@ def recommendations(
     else:
         because = np.full(recs.items.shape, -1)
 
-    with mlflow_tracking.start_run(context, "recommendations", run_name="champion_selection") as parent:
-        mlflow.log_params({"n": config.n, "holdout_days": config.holdout_days, "split_date": str(split),
-                           "weights": json.dumps(weights.__dict__), "champion": evaluation.champion,
-                           "train_users": train.shape[0], "items": train.shape[1],
-                           "heldout_users": int((np.diff(relevant.indptr) > 0).sum())})
+    with mlflow_tracking.start_run(
+        context, "recommendations", run_name="champion_selection"
+    ) as parent:
+        mlflow.log_params(
+            {
+                "n": config.n,
+                "holdout_days": config.holdout_days,
+                "split_date": str(split),
+                "weights": json.dumps(weights.__dict__),
+                "champion": evaluation.champion,
+                "train_users": train.shape[0],
+                "items": train.shape[1],
+                "heldout_users": int((np.diff(relevant.indptr) > 0).sum()),
+            }
+        )
         for row in table.itertuples():
-            with mlflow_tracking.start_run(context, "recommendations", run_name=row.model,
-                                           parent_run_id=parent.info.run_id):
+            with mlflow_tracking.start_run(
+                context, "recommendations", run_name=row.model, parent_run_id=parent.info.run_id
+            ):
                 mlflow.log_params({"model": row.model, **row.params})
                 mlflow.log_metrics(_metric_dict(row._asdict(), config.n))
         champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
         mlflow.log_metrics(_metric_dict(champ_row, config.n))
         with tempfile.TemporaryDirectory() as tmp:
-            table.assign(params=table["params"].map(json.dumps)).to_csv(Path(tmp, "candidates.csv"), index=False)
+            table.assign(params=table["params"].map(json.dumps)).to_csv(
+                Path(tmp, "candidates.csv"), index=False
+            )
             if isinstance(champion, ALSRecommender):
                 np.save(Path(tmp, "item_factors.npy"), champion.item_vectors)
                 np.save(Path(tmp, "item_ids.npy"), full.item_ids.astype(str))
@@ -193,22 +255,31 @@ def recommendations(
         model_run_id = parent.info.run_id
 
     n_users, n = recs.items.shape
-    long = pa.table({
-        "u": np.repeat(np.arange(n_users), n),
-        "rank": np.tile(np.arange(1, n + 1), n_users),
-        "i": recs.items.ravel(),
-        "score": recs.scores.ravel().astype(np.float64),
-        "b": because.ravel(),
-    })
+    long = pa.table(
+        {
+            "u": np.repeat(np.arange(n_users), n),
+            "rank": np.tile(np.arange(1, n + 1), n_users),
+            "i": recs.items.ravel(),
+            "score": recs.scores.ravel().astype(np.float64),
+            "b": because.ravel(),
+        }
+    )
     user_ids = pa.table({"u": np.arange(n_users), "customer_id": full.user_ids.astype(str)})
     item_ids = pa.table({"i": np.arange(len(full.item_ids)), "item_id": full.item_ids.astype(str)})
     metrics_rows = table.assign(
-        params=table["params"].map(json.dumps), as_of=as_of, split_date=split,
-        run_id=context.run_id, model_run_id=model_run_id,
+        params=table["params"].map(json.dumps),
+        as_of=as_of,
+        split_date=split,
+        run_id=context.run_id,
+        model_run_id=model_run_id,
     )
     with duckdb.get_connection() as con:
-        for name, value in (("recs_long", long), ("user_ids", user_ids), ("item_ids", item_ids),
-                            ("metrics_df", metrics_rows)):
+        for name, value in (
+            ("recs_long", long),
+            ("user_ids", user_ids),
+            ("item_ids", item_ids),
+            ("metrics_df", metrics_rows),
+        ):
             con.register(name, value)
         con.execute("begin transaction")
         con.execute(
@@ -258,30 +329,54 @@ def recommendations(
         ).fetchall()[0]
 
     summary = table[["model", "ndcg", "precision", "recall", "map", "coverage", "is_champion"]]
-    yield dg.MaterializeResult(asset_key="customer_recommendations", metadata={
-        "dagster/row_count": n_rows,
-        "customers": n_customers,
-        "champion": evaluation.champion,
-        f"champion_ndcg_at_{config.n}": float(champ_row["ndcg"]),
-        "model_run_id": model_run_id,
-    })
-    yield dg.MaterializeResult(asset_key="recommendation_metrics", metadata={
-        "dagster/row_count": len(table),
-        "split_date": str(split),
-        "candidates": dg.MetadataValue.md(summary.round(4).to_markdown(index=False)),
-        "model_run_id": model_run_id,
-    })
+    yield dg.MaterializeResult(
+        asset_key="customer_recommendations",
+        metadata={
+            "dagster/row_count": n_rows,
+            "customers": n_customers,
+            "champion": evaluation.champion,
+            f"champion_ndcg_at_{config.n}": float(champ_row["ndcg"]),
+            "model_run_id": model_run_id,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="recommendation_metrics",
+        metadata={
+            "dagster/row_count": len(table),
+            "split_date": str(split),
+            "candidates": dg.MetadataValue.md(summary.round(4).to_markdown(index=False)),
+            "model_run_id": model_run_id,
+        },
+    )
 
 
 def _metric_dict(row: dict, k: int) -> dict[str, float]:
-    names = ("precision", "recall", "f1", "ndcg", "map", "hit_rate", "mrr", "coverage",
-             "diversity", "novelty", "fit_seconds")
-    return {f"{m}_at_{k}" if m not in ("coverage", "diversity", "novelty", "fit_seconds", "mrr")
-            else m: float(row[m]) for m in names if row.get(m) is not None and np.isfinite(row[m])}
+    names = (
+        "precision",
+        "recall",
+        "f1",
+        "ndcg",
+        "map",
+        "hit_rate",
+        "mrr",
+        "coverage",
+        "diversity",
+        "novelty",
+        "fit_seconds",
+    )
+    return {
+        f"{m}_at_{k}"
+        if m not in ("coverage", "diversity", "novelty", "fit_seconds", "mrr")
+        else m: float(row[m])
+        for m in names
+        if row.get(m) is not None and np.isfinite(row[m])
+    }
 
 
-@dg.asset(deps=["customer_segments", "int_customer_item_daily", "item_catalog", "ingest_manifest"],
-          group_name="recommendations")
+@dg.asset(
+    deps=["customer_segments", "int_customer_item_daily", "item_catalog", "ingest_manifest"],
+    group_name="recommendations",
+)
 def segment_recommendations(
     context: dg.AssetExecutionContext, config: SegmentPopularityConfig, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:

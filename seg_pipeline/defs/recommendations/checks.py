@@ -1,12 +1,14 @@
 """Checks that guard the published recommendations."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 
-@dg.asset_check(asset="customer_recommendations", blocking=True,
-                description="Every purchasing customer gets a full list (or every item they could still get).")
+@dg.asset_check(
+    asset="customer_recommendations",
+    blocking=True,
+    description="Every purchasing customer gets a full list (or every item they could still get).",
+)
 def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         short, missing, n = con.execute(
@@ -39,13 +41,19 @@ def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         ).fetchall()[0]
     return dg.AssetCheckResult(
         passed=bool(short == 0 and n is not None),
-        metadata={"customers_with_wrong_list": short, "customers_without_list": missing,
-                  "list_length": n or 0},
+        metadata={
+            "customers_with_wrong_list": short,
+            "customers_without_list": missing,
+            "list_length": n or 0,
+        },
     )
 
 
-@dg.asset_check(asset="customer_recommendations", blocking=True,
-                description="No purchased, unknown or unavailable item, and every row has a reason.")
+@dg.asset_check(
+    asset="customer_recommendations",
+    blocking=True,
+    description="No purchased, unknown or unavailable item, and every row has a reason.",
+)
 def recommendations_respect_rules(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         bought, unknown, unavailable, no_reason = con.execute(
@@ -53,7 +61,8 @@ def recommendations_respect_rules(duckdb: DuckDBResource) -> dg.AssetCheckResult
             select
                 count(*) filter (where exists (
                     select 1 from int_customer_item_daily d
-                    where d.customer_id = c.customer_id and d.item_id = c.item_id and d.n_orders > 0)),
+                    where d.customer_id = c.customer_id and d.item_id = c.item_id
+                      and d.n_orders > 0)),
                 count(*) filter (where i.item_id is null),
                 count(*) filter (where not coalesce(i.available, true)),
                 count(*) filter (where coalesce(trim(c.reason), '') = '')
@@ -63,13 +72,20 @@ def recommendations_respect_rules(duckdb: DuckDBResource) -> dg.AssetCheckResult
         ).fetchall()[0]
     return dg.AssetCheckResult(
         passed=bool(bought == unknown == unavailable == no_reason == 0),
-        metadata={"purchased_items": bought, "unknown_items": unknown,
-                  "unavailable_items": unavailable, "rows_without_reason": no_reason},
+        metadata={
+            "purchased_items": bought,
+            "unknown_items": unknown,
+            "unavailable_items": unavailable,
+            "rows_without_reason": no_reason,
+        },
     )
 
 
-@dg.asset_check(asset="recommendation_metrics", blocking=False,
-                description="Warns when the champion's NDCG fell by more than 20% since the last run date.")
+@dg.asset_check(
+    asset="recommendation_metrics",
+    blocking=False,
+    description="Warns when the champion's NDCG fell by more than 20% since the last run date.",
+)
 def champion_quality_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         rows = con.execute(
@@ -81,6 +97,11 @@ def champion_quality_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     (_, now), (_, before) = rows
     drop = 1 - now / before if before else 0.0
     return dg.AssetCheckResult(
-        passed=bool(drop <= 0.2), severity=dg.AssetCheckSeverity.WARN,
-        metadata={"ndcg_now": float(now), "ndcg_before": float(before), "relative_drop": float(drop)},
+        passed=bool(drop <= 0.2),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "ndcg_now": float(now),
+            "ndcg_before": float(before),
+            "relative_drop": float(drop),
+        },
     )

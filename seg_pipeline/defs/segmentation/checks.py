@@ -1,12 +1,14 @@
 """Checks that guard the published segments."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 
-@dg.asset_check(asset="customer_segments", blocking=True,
-                description="Every purchasing customer has exactly one segment, and no one else has one.")
+@dg.asset_check(
+    asset="customer_segments",
+    blocking=True,
+    description="Every purchasing customer has exactly one segment, and no one else has one.",
+)
 def one_segment_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         eligible, rows, distinct, unknown = con.execute(
@@ -19,13 +21,20 @@ def one_segment_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         ).fetchall()[0]
     return dg.AssetCheckResult(
         passed=bool(eligible == rows == distinct and unknown == 0),
-        metadata={"eligible_customers": eligible, "rows": rows, "distinct_customers": distinct,
-                  "customers_not_in_rfm": unknown},
+        metadata={
+            "eligible_customers": eligible,
+            "rows": rows,
+            "distinct_customers": distinct,
+            "customers_not_in_rfm": unknown,
+        },
     )
 
 
-@dg.asset_check(asset="segment_profiles", blocking=True,
-                description="No segment is empty and every assigned segment has a profile.")
+@dg.asset_check(
+    asset="segment_profiles",
+    blocking=True,
+    description="No segment is empty and every assigned segment has a profile.",
+)
 def no_empty_segment(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         empty, unprofiled, mismatched = con.execute(
@@ -42,17 +51,24 @@ def no_empty_segment(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         ).fetchall()[0]
     return dg.AssetCheckResult(
         passed=bool(empty == 0 and unprofiled == 0 and mismatched == 0),
-        metadata={"empty_segments": empty, "segments_without_profile": unprofiled,
-                  "profiles_with_wrong_count": mismatched},
+        metadata={
+            "empty_segments": empty,
+            "segments_without_profile": unprofiled,
+            "profiles_with_wrong_count": mismatched,
+        },
     )
 
 
-@dg.asset_check(asset="segment_profiles", blocking=False,
-                description="Warns when one segment holds more than 60% of customers.")
+@dg.asset_check(
+    asset="segment_profiles",
+    blocking=False,
+    description="Warns when one segment holds more than 60% of customers.",
+)
 def no_dominant_segment(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         largest = con.execute("select max(share) from segment_profiles").fetchall()[0][0]
     return dg.AssetCheckResult(
-        passed=bool(largest <= 0.6), severity=dg.AssetCheckSeverity.WARN,
+        passed=bool(largest <= 0.6),
+        severity=dg.AssetCheckSeverity.WARN,
         metadata={"largest_share": float(largest)},
     )

@@ -31,8 +31,8 @@ class Weights:
 class InteractionMatrix:
     """Users × items weights plus the purchased mask, with the ids of rows and columns.
 
-    ``user_ids[u]`` and ``item_ids[i]`` are the text ids of row ``u`` and column ``i``. Columns cover
-    the whole item catalogue, so items nobody interacted with still have a column.
+    ``user_ids[u]`` and ``item_ids[i]`` are the text ids of row ``u`` and column ``i``.
+    Columns cover the whole item catalogue, so items nobody interacted with still have a column.
     """
 
     user_ids: np.ndarray
@@ -79,8 +79,14 @@ def load_interactions(
         where $before is null or event_date < $before
         group by customer_id, item_id
         """,
-        {"w_purchase": weights.purchase, "w_cart": weights.cart, "w_view": weights.view,
-         "w_rating": weights.rating, "w_return": weights.ret, "before": before},
+        {
+            "w_purchase": weights.purchase,
+            "w_cart": weights.cart,
+            "w_view": weights.view,
+            "w_rating": weights.rating,
+            "w_return": weights.ret,
+            "before": before,
+        },
     )
     cur.execute(
         """
@@ -89,7 +95,9 @@ def load_interactions(
         from (select distinct customer_id from _pairs)
         """
     )
-    user_ids = cur.execute("select customer_id from _users_idx order by u").fetchnumpy()["customer_id"]
+    user_ids = cur.execute("select customer_id from _users_idx order by u").fetchnumpy()[
+        "customer_id"
+    ]
     item_ids = cur.execute("select item_id from _items_idx order by i").fetchnumpy()["item_id"]
     cols = cur.execute(
         """
@@ -103,15 +111,19 @@ def load_interactions(
         cur.execute(f"drop table if exists {table}")
     shape = (len(user_ids), len(item_ids))
     rows, columns = np.asarray(cols["u"]), np.asarray(cols["i"])
-    weight = sp.csr_matrix((np.asarray(cols["weight"], dtype=np.float32), (rows, columns)), shape=shape)
+    weight = sp.csr_matrix(
+        (np.asarray(cols["weight"], dtype=np.float32), (rows, columns)), shape=shape
+    )
     bought = np.asarray(cols["purchased"], dtype=bool)
     purchased = sp.csr_matrix(
         (np.ones(bought.sum(), dtype=np.float32), (rows[bought], columns[bought])), shape=shape
     )
     weight.eliminate_zeros()
     return InteractionMatrix(
-        user_ids=np.asarray(user_ids, dtype=object), item_ids=np.asarray(item_ids, dtype=object),
-        weights=weight, purchased=purchased,
+        user_ids=np.asarray(user_ids, dtype=object),
+        item_ids=np.asarray(item_ids, dtype=object),
+        weights=weight,
+        purchased=purchased,
     )
 
 
@@ -127,20 +139,28 @@ def load_heldout_purchases(
     Rows and columns follow ``train``; customers or items unknown to ``train`` are left out,
     because no model trained on ``train`` could score them.
     """
-    pairs = con.cursor().execute(
-        f"""
+    pairs = (
+        con.cursor()
+        .execute(
+            f"""
         select customer_id, item_id from {daily_table}
         where event_date >= $since and n_orders > 0
         group by all
         """,
-        {"since": since},
-    ).fetchnumpy()
+            {"since": since},
+        )
+        .fetchnumpy()
+    )
     users = np.asarray(pairs["customer_id"], dtype=object)
     items = np.asarray(pairs["item_id"], dtype=object)
     u = np.searchsorted(train.user_ids, users)
     i = np.searchsorted(train.item_ids, items)
-    u_ok = (u < len(train.user_ids)) & (train.user_ids[np.minimum(u, len(train.user_ids) - 1)] == users)
-    i_ok = (i < len(train.item_ids)) & (train.item_ids[np.minimum(i, len(train.item_ids) - 1)] == items)
+    u_ok = (u < len(train.user_ids)) & (
+        train.user_ids[np.minimum(u, len(train.user_ids) - 1)] == users
+    )
+    i_ok = (i < len(train.item_ids)) & (
+        train.item_ids[np.minimum(i, len(train.item_ids) - 1)] == items
+    )
     keep = u_ok & i_ok
     relevant = sp.csr_matrix(
         (np.ones(keep.sum(), dtype=np.float32), (u[keep], i[keep])), shape=train.shape

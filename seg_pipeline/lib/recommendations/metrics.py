@@ -44,8 +44,9 @@ def ranking_metrics(recs: np.ndarray, relevant: sp.csr_matrix, k: int) -> dict[s
     n_rel = np.diff(relevant.indptr)
     users = np.flatnonzero(n_rel > 0)
     if len(users) == 0:
-        return {m: float("nan") for m in ("precision", "recall", "f1", "ndcg", "map", "hit_rate",
-                                          "mrr")} | {"n_users": 0}
+        return {
+            m: float("nan") for m in ("precision", "recall", "f1", "ndcg", "map", "hit_rate", "mrr")
+        } | {"n_users": 0}
     hits = _hits(recs[users], relevant[users]).astype(float)
     n_rel = n_rel[users].astype(float)
     n_hits = hits.sum(axis=1)

@@ -7,9 +7,8 @@ memory stays bounded by ``batch_size × n_items`` whatever the number of custome
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,7 +59,7 @@ class Recommender:
         out_items = np.full((len(users), n), -1, dtype=np.int64)
         out_scores = np.full((len(users), n), -np.inf, dtype=np.float32)
         for start in range(0, len(users), batch_size):
-            batch = np.asarray(users[start:start + batch_size])
+            batch = np.asarray(users[start : start + batch_size])
             scores = np.asarray(self._score(batch), dtype=np.float32)
             mask = exclude[batch]
             scores[np.repeat(np.arange(len(batch)), np.diff(mask.indptr)), mask.indices] = -np.inf
@@ -73,8 +72,8 @@ class Recommender:
             top = np.take_along_axis(top, order, axis=1)
             top_scores = np.take_along_axis(top_scores, order, axis=1)
             top[~np.isfinite(top_scores)] = -1
-            out_items[start:start + len(batch), :k] = top
-            out_scores[start:start + len(batch), :k] = top_scores
+            out_items[start : start + len(batch), :k] = top
+            out_scores[start : start + len(batch), :k] = top_scores
         return Recommendations(items=out_items, scores=out_scores)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
@@ -114,8 +113,13 @@ class ALSRecommender(Recommender):
     model_: AlternatingLeastSquares | None = field(default=None, repr=False)
 
     def params(self) -> dict:
-        return {"factors": self.factors, "regularization": self.regularization,
-                "alpha": self.alpha, "iterations": self.iterations, "bm25": self.bm25}
+        return {
+            "factors": self.factors,
+            "regularization": self.regularization,
+            "alpha": self.alpha,
+            "iterations": self.iterations,
+            "bm25": self.bm25,
+        }
 
     def fit(self, weights: sp.csr_matrix) -> ALSRecommender:
         matrix = bm25_weight(weights, K1=100, B=0.8).tocsr() if self.bm25 else weights
@@ -123,8 +127,11 @@ class ALSRecommender(Recommender):
         # (implicit checks the BLAS setting when the model is created, so both go inside).
         with threadpool_limits(limits=1, user_api="blas"):
             model = AlternatingLeastSquares(
-                factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-                iterations=self.iterations, random_state=self.random_state,
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.random_state,
                 calculate_training_loss=False,
             )
             model.fit(matrix.astype(np.float32).tocsr(), show_progress=False)
@@ -163,7 +170,7 @@ class ItemKNNRecommender(Recommender):
             raise ValueError(f"unknown item-KNN weighting {self.weighting!r}; use {sorted(_KNN)}")
         self.model_ = _KNN[self.weighting](K=self.k)
         with warnings.catch_warnings():
-            # implicit's own TF-IDF/BM25 weighting hands its fit a COO matrix and then warns about it.
+            # implicit's own TF-IDF/BM25 weighting passes its fit a COO matrix, then warns about it.
             warnings.simplefilter("ignore", ParameterWarning)
             self.model_.fit(weights.astype(np.float32).tocsr(), show_progress=False)
         self.weights_ = weights.tocsr().astype(np.float32)
@@ -177,7 +184,9 @@ class ItemKNNRecommender(Recommender):
         return (self.weights_[users] @ self.similarity).toarray()
 
 
-def top_similar_items(similarity: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def top_similar_items(
+    similarity: sp.csr_matrix, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``n`` neighbours of every item from a sparse similarity matrix, self excluded.
 
     Returns three aligned arrays: item column, neighbour column and similarity.

@@ -44,8 +44,8 @@ def explain_by_vectors(
     because = np.full(recs.shape, -1, dtype=np.int64)
     sims = np.zeros(recs.shape, dtype=np.float32)
     for start in range(0, recs.shape[0], batch_size):
-        r = recs[start:start + batch_size]
-        hist = _padded_history(history[start:start + batch_size], max_history)
+        r = recs[start : start + batch_size]
+        hist = _padded_history(history[start : start + batch_size], max_history)
         rv = unit[np.clip(r, 0, None)]
         hv = unit[np.clip(hist, 0, None)]
         s = np.einsum("bkf,blf->bkl", rv, hv)
@@ -54,8 +54,8 @@ def explain_by_vectors(
         best_sim = np.take_along_axis(s, best[..., None], axis=2)[..., 0]
         chosen = np.take_along_axis(hist, best, axis=1)
         ok = np.isfinite(best_sim) & (r >= 0)
-        because[start:start + len(r)] = np.where(ok, chosen, -1)
-        sims[start:start + len(r)] = np.where(ok, best_sim, 0)
+        because[start : start + len(r)] = np.where(ok, chosen, -1)
+        sims[start : start + len(r)] = np.where(ok, best_sim, 0)
     return because, sims
 
 

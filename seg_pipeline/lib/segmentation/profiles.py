@@ -12,9 +12,15 @@ import pandas as pd
 
 
 def _percentile_of(population: np.ndarray, value: float) -> float:
-    """Share of the population at or below ``value`` (0-1)."""
+    """Mid-rank percentile of ``value`` in the population (0-1).
+
+    Ties count half, so a value shared by many customers (one order, say) sits in the middle of
+    its tie group rather than at its top.
+    """
     population = np.sort(population)
-    return float(np.searchsorted(population, value, side="right") / len(population))
+    below = np.searchsorted(population, value, side="left")
+    at_or_below = np.searchsorted(population, value, side="right")
+    return float((below + at_or_below) / 2 / len(population))
 
 
 def _name(recency_pct: float, value_pct: float, median_frequency: float) -> str:
@@ -47,7 +53,9 @@ def _describe(row: pd.Series, total: int, basis: str) -> str:
     )
 
 
-def profile_segments(rfm: pd.DataFrame, labels: np.ndarray, *, basis: str = "revenue") -> pd.DataFrame:
+def profile_segments(
+    rfm: pd.DataFrame, labels: np.ndarray, *, basis: str = "revenue"
+) -> pd.DataFrame:
     """Summarise each cluster and give it an id, a name and a description.
 
     Parameters
@@ -79,16 +87,20 @@ def profile_segments(rfm: pd.DataFrame, labels: np.ndarray, *, basis: str = "rev
     ).reset_index()
     total = int(stats["n_customers"].sum())
     stats["share"] = stats["n_customers"] / total
-    rec, freq, mon = (frame[c].to_numpy(dtype=float) for c in ("recency_days", "frequency", "monetary"))
+    rec, freq, mon = (
+        frame[c].to_numpy(dtype=float) for c in ("recency_days", "frequency", "monetary")
+    )
     stats["recency_pct"] = [_percentile_of(rec, v) for v in stats["median_recency_days"]]
     stats["frequency_pct"] = [_percentile_of(freq, v) for v in stats["median_frequency"]]
     stats["monetary_pct"] = [_percentile_of(mon, v) for v in stats["median_monetary"]]
     value_pct = (stats["frequency_pct"] + 2 * stats["monetary_pct"]) / 3
     stats["segment_name"] = [
-        _name(r, v, f) for r, v, f in zip(stats["recency_pct"], value_pct, stats["median_frequency"], strict=True)
+        _name(r, v, f)
+        for r, v, f in zip(stats["recency_pct"], value_pct, stats["median_frequency"], strict=True)
     ]
-    stats = stats.sort_values(["median_monetary", "mean_monetary", "label"],
-                              ascending=[False, False, True]).reset_index(drop=True)
+    stats = stats.sort_values(
+        ["median_monetary", "mean_monetary", "label"], ascending=[False, False, True]
+    ).reset_index(drop=True)
     stats["segment_id"] = [f"S{i + 1}" for i in range(len(stats))]
     stats["segment_name"] = _deduplicate(stats["segment_name"].tolist())
     stats["description"] = [_describe(row, total, basis) for _, row in stats.iterrows()]
@@ -108,6 +120,10 @@ def _deduplicate(names: list[str]) -> list[str]:
             continue
         seen[name] = seen.get(name, 0) + 1
         n = counts[name]
-        qualifier = ("higher spend" if seen[name] == 1 else "lower spend") if n == 2 else f"tier {seen[name]}"
+        qualifier = (
+            ("higher spend" if seen[name] == 1 else "lower spend")
+            if n == 2
+            else f"tier {seen[name]}"
+        )
         out.append(f"{name} ({qualifier})")
     return out

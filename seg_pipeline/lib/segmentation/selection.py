@@ -30,8 +30,9 @@ class KMeansSelection:
 
 def _fit(x: np.ndarray, k: int, random_state: int) -> KMeans | MiniBatchKMeans:
     if len(x) > MINIBATCH_THRESHOLD:
-        return MiniBatchKMeans(n_clusters=k, random_state=random_state, n_init=3,
-                               batch_size=4096).fit(x)
+        return MiniBatchKMeans(
+            n_clusters=k, random_state=random_state, n_init=3, batch_size=4096
+        ).fit(x)
     return KMeans(n_clusters=k, random_state=random_state, n_init=4).fit(x)
 
 
@@ -75,14 +76,20 @@ def select_kmeans(
         n_distinct = len(np.unique(sample_labels))
         ok = 1 < n_distinct < len(sample)
         sizes = np.bincount(labels, minlength=k)
-        rows.append({
-            "k": k,
-            "silhouette": silhouette_score(x[sample], sample_labels) if ok else float("nan"),
-            "davies_bouldin": davies_bouldin_score(x[sample], sample_labels) if ok else float("nan"),
-            "calinski_harabasz": calinski_harabasz_score(x[sample], sample_labels) if ok else float("nan"),
-            "inertia": float(model.inertia_),
-            "min_share": float(sizes.min() / len(x)),
-        })
+        rows.append(
+            {
+                "k": k,
+                "silhouette": silhouette_score(x[sample], sample_labels) if ok else float("nan"),
+                "davies_bouldin": davies_bouldin_score(x[sample], sample_labels)
+                if ok
+                else float("nan"),
+                "calinski_harabasz": calinski_harabasz_score(x[sample], sample_labels)
+                if ok
+                else float("nan"),
+                "inertia": float(model.inertia_),
+                "min_share": float(sizes.min() / len(x)),
+            }
+        )
         models[k] = (model, labels)
     candidates = pd.DataFrame(rows)
     eligible = candidates[(candidates["min_share"] >= min_share) & candidates["silhouette"].notna()]
@@ -90,4 +97,6 @@ def select_kmeans(
     best_k = int(pool.sort_values(["silhouette", "k"], ascending=[False, True]).iloc[0]["k"])
     candidates["chosen"] = candidates["k"] == best_k
     model, labels = models[best_k]
-    return KMeansSelection(model=model, labels=np.asarray(labels), best_k=best_k, candidates=candidates)
+    return KMeansSelection(
+        model=model, labels=np.asarray(labels), best_k=best_k, candidates=candidates
+    )

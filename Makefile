@@ -1,0 +1,16 @@
+.PHONY: setup demo test lint ui
+
+setup:
+	pip install -e ".[dev]"
+
+demo:
+	seg-pipeline demo
+
+test:
+	python -m pytest
+
+lint:
+	ruff check seg_pipeline seg_pipeline_tests bench
+
+ui:
+	dagster dev

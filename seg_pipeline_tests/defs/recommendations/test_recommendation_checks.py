@@ -1,0 +1,72 @@
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from seg_pipeline.defs.recommendations.checks import (
+    champion_quality_stable,
+    full_list_per_customer,
+    recommendations_respect_rules,
+)
+
+
+@pytest.fixture
+def duckdb_resource(tmp_path):
+    resource = DuckDBResource(database=str(tmp_path / "work.duckdb"))
+    with resource.get_connection() as con:
+        con.execute(
+            "create table customer_rfm as select * from (values ('a'), ('b')) t(customer_id)"
+        )
+        con.execute(
+            "create table item_catalog as select * from "
+            "(values ('x', true), ('y', true), ('z', true), ('w', false)) t(item_id, available)"
+        )
+        con.execute(
+            "create table int_customer_item_daily as select * from "
+            "(values ('a', 'x', 1), ('b', 'y', 1)) t(customer_id, item_id, n_orders)"
+        )
+        con.execute(
+            "create table customer_recommendations as select * from (values "
+            "('a', 1, 'y', 'Because you bought x'), ('a', 2, 'z', 'Because you bought x'), "
+            "('b', 1, 'x', 'Because you bought y'), ('b', 2, 'z', 'Because you bought y')) "
+            "t(customer_id, rank, item_id, reason)"
+        )
+    return resource
+
+
+def test_checks_pass_on_valid_lists(duckdb_resource):
+    assert full_list_per_customer(duckdb=duckdb_resource).passed
+    assert recommendations_respect_rules(duckdb=duckdb_resource).passed
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update customer_recommendations set item_id = 'x' where customer_id = 'a' and rank = 1",
+        "update customer_recommendations set item_id = 'w' where customer_id = 'a' and rank = 1",
+        "update customer_recommendations set item_id = 'nope' where customer_id = 'a' and rank = 1",
+        "update customer_recommendations set reason = '' where customer_id = 'b'",
+    ],
+)
+def test_rule_violations_fail(duckdb_resource, statement):
+    with duckdb_resource.get_connection() as con:
+        con.execute(statement)
+    assert not recommendations_respect_rules(duckdb=duckdb_resource).passed
+
+
+def test_short_list_fails(duckdb_resource):
+    with duckdb_resource.get_connection() as con:
+        con.execute("delete from customer_recommendations where customer_id = 'b' and rank = 2")
+    result = full_list_per_customer(duckdb=duckdb_resource)
+    assert not result.passed
+    assert result.metadata["customers_with_wrong_list"].value == 1
+
+
+def test_ndcg_drop_warns(duckdb_resource):
+    with duckdb_resource.get_connection() as con:
+        con.execute(
+            "create table recommendation_metrics as select * from (values "
+            "(date '2025-01-01', 0.30, true), (date '2025-01-02', 0.20, true), "
+            "(date '2025-01-02', 0.25, false)) t(as_of, ndcg, is_champion)"
+        )
+    result = champion_quality_stable(duckdb=duckdb_resource)
+    assert not result.passed
+    assert result.metadata["relative_drop"].value == pytest.approx(1 / 3)

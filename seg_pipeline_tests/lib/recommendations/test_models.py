@@ -1,0 +1,114 @@
+"""Recommenders on a tiny matrix whose answer is known: two customer groups, disjoint tastes."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from seg_pipeline.lib.recommendations.evaluation import evaluate
+from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
+from seg_pipeline.lib.recommendations.models import (
+    ALSRecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+    top_similar_items,
+)
+from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, explain_by_vectors
+
+N_USERS, N_ITEMS = 40, 12
+
+
+def _two_taste_matrix(seed=0):
+    """Users 0-19 buy from items 0-5, users 20-39 from items 6-11; each user misses some items."""
+    rng = np.random.default_rng(seed)
+    dense = np.zeros((N_USERS, N_ITEMS), dtype=np.float32)
+    for u in range(N_USERS):
+        group = range(0, 6) if u < 20 else range(6, 12)
+        bought = rng.choice(list(group), size=4, replace=False)
+        dense[u, bought] = 1.0
+    return sp.csr_matrix(dense)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        # Two latent factors: the rank of the true structure (more would memorise 40 users).
+        ALSRecommender(factors=2, iterations=20, regularization=0.01, bm25=False),
+        ItemKNNRecommender(weighting="cosine", k=10),
+        ItemKNNRecommender(weighting="bm25", k=10),
+        ItemKNNRecommender(weighting="tfidf", k=10),
+    ],
+)
+def test_models_recommend_within_taste_group_and_never_purchased(model):
+    matrix = _two_taste_matrix()
+    model.fit(matrix)
+    recs = model.recommend(np.arange(N_USERS), matrix, 2)
+    group_of_item = recs.items // 6
+    group_of_user = (np.arange(N_USERS) >= 20).astype(int)[:, None]
+    assert (recs.items >= 0).all()
+    assert (group_of_item == group_of_user).all()
+    assert not np.take_along_axis(matrix.toarray(), recs.items, axis=1).any()
+
+
+def test_blocked_items_and_padding():
+    matrix = _two_taste_matrix()
+    model = PopularityRecommender().fit(matrix)
+    blocked = np.array([0, 6])
+    recs = model.recommend(np.arange(N_USERS), matrix, N_ITEMS, blocked=blocked)
+    assert not np.isin(recs.items, blocked).any()
+    bought_blocked = matrix.toarray()[:, blocked].sum(axis=1)
+    expected = N_ITEMS - 4 - (len(blocked) - bought_blocked)
+    assert ((recs.items >= 0).sum(axis=1) == expected).all()
+    assert np.isneginf(recs.scores[recs.items < 0]).all()
+
+
+def test_popularity_orders_by_distinct_buyers():
+    matrix = sp.csr_matrix(np.array([[1, 0, 5], [1, 1, 0], [1, 0, 0]], dtype=np.float32))
+    model = PopularityRecommender().fit(matrix)
+    recs = model.recommend(np.array([0]), sp.csr_matrix((3, 3)), 3)
+    assert recs.items[0].tolist() == [0, 1, 2]
+
+
+def test_top_similar_items_excludes_self_and_sorts():
+    sim = sp.csr_matrix(np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.0], [0.9, 0.0, 1.0]]))
+    rows, cols, vals = top_similar_items(sim, 5)
+    assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 2), (0, 1), (1, 0), (2, 0)]
+    assert vals == pytest.approx([0.9, 0.2, 0.2, 0.9])
+
+
+def test_reasons_point_at_the_closest_purchased_item():
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    history = sp.csr_matrix(np.array([[1, 0, 1, 0]], dtype=np.float32))
+    because, sims = explain_by_vectors(np.array([[1, 3]]), history, vectors)
+    assert because.tolist() == [[0, 2]]
+    assert (sims > 0.9).all()
+    similarity = sp.csr_matrix(
+        np.array([[0, 0.8, 0, 0.1], [0.8, 0, 0, 0], [0, 0, 0, 0.7], [0.1, 0, 0.7, 0]])
+    )
+    because, _ = explain_by_similarity(np.array([[1, 3]]), history, similarity)
+    assert because.tolist() == [[0, 2]]
+
+
+def test_evaluation_prefers_a_model_that_learns_taste_over_popularity():
+    train = _two_taste_matrix(seed=1)
+    rng = np.random.default_rng(2)
+    held = np.zeros((N_USERS, N_ITEMS), dtype=np.float32)
+    for u in range(N_USERS):
+        group = np.arange(0, 6) if u < 20 else np.arange(6, 12)
+        unseen = [i for i in group if train[u, i] == 0]
+        held[u, rng.choice(unseen)] = 1
+    matrix = InteractionMatrix(
+        user_ids=np.array([f"u{i:02d}" for i in range(N_USERS)], dtype=object),
+        item_ids=np.array([f"i{i:02d}" for i in range(N_ITEMS)], dtype=object),
+        weights=train,
+        purchased=train,
+    )
+    result = evaluate(
+        [PopularityRecommender(), ItemKNNRecommender(weighting="cosine", k=10)],
+        matrix,
+        sp.csr_matrix(held),
+        k=2,
+    )
+    table = result.table.set_index("model")
+    assert result.champion == "item_knn_cosine"
+    assert table.loc["item_knn_cosine", "ndcg"] > table.loc["popularity", "ndcg"]
+    assert table["is_champion"].sum() == 1

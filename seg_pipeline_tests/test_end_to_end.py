@@ -1,0 +1,146 @@
+"""One materialisation of nightly_job on a small synthetic shop, asserting the contract tables."""
+
+import duckdb
+import mlflow
+import pytest
+
+from seg_pipeline.definitions import build_definitions
+from seg_pipeline.defs.resources import PipelineSettings
+
+
+@pytest.fixture(scope="module")
+def nightly(tmp_path_factory, small_shop_files):
+    root = tmp_path_factory.mktemp("e2e")
+    settings = PipelineSettings(
+        events_path=str(small_shop_files["events"]),
+        items_path=str(small_shop_files["items"]),
+        database=str(root / "published.duckdb"),
+        demo_dir=str(root / "demo"),
+    )
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    defs = build_definitions(settings, tracking)
+    result = defs.resolve_job_def("nightly_job").execute_in_process(raise_on_error=False)
+    con = duckdb.connect(str(settings.published_path), read_only=True)
+    yield result, con, tracking
+    con.close()
+
+
+def test_job_succeeds_with_every_check_passing(nightly):
+    result, _, _ = nightly
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) > 30
+    failed = [e.check_name for e in evaluations if not e.passed]
+    assert failed == []
+
+
+def test_contract_tables_are_complete_and_from_one_run(nightly):
+    result, con, _ = nightly
+    for table in (
+        "customer_rfm",
+        "customer_segments",
+        "segment_profiles",
+        "customer_recommendations",
+        "item_similarities",
+        "segment_recommendations",
+    ):
+        n, run_ids = con.execute(f"select count(*), list(distinct run_id) from {table}").fetchall()[
+            0
+        ]
+        assert n > 0, table
+        assert run_ids == [result.run_id], table
+
+
+def test_rfm_scores_and_segments(nightly):
+    _, con, _ = nightly
+    bad = con.execute(
+        """
+        select count(*) from customer_rfm
+        where r_score not between 1 and 5 or f_score not between 1 and 5
+           or m_score not between 1 and 5
+           or rfm_cell <> r_score::varchar || f_score::varchar || m_score::varchar
+           or rfm_segment is null or recency_days < 0 or frequency < 1
+           or last_purchase_at < first_purchase_at
+        """
+    ).fetchall()[0][0]
+    assert bad == 0
+    # Better recency score means more recent: mean recency falls as r_score rises.
+    means = [
+        r[0]
+        for r in con.execute(
+            "select avg(recency_days) from customer_rfm group by r_score order by r_score"
+        ).fetchall()
+    ]
+    assert means == sorted(means, reverse=True)
+    segments = {
+        r[0] for r in con.execute("select distinct rfm_segment from customer_rfm").fetchall()
+    }
+    assert {"Champions", "Lost"} <= segments
+
+
+def test_segments_cover_every_customer_with_readable_profiles(nightly):
+    _, con, _ = nightly
+    n_rfm, n_seg, n_distinct = con.execute(
+        "select (select count(*) from customer_rfm), count(*), count(distinct customer_id) "
+        "from customer_segments"
+    ).fetchall()[0]
+    assert n_rfm == n_seg == n_distinct
+    profiles = con.execute(
+        "select segment_id, segment_name, n_customers, share, description from segment_profiles"
+    ).fetchall()
+    assert 3 <= len(profiles) <= 10
+    assert sum(p[3] for p in profiles) == pytest.approx(1.0)
+    for _, name, n, _, description in profiles:
+        assert not name.lower().startswith("cluster")
+        assert f"{n:,} customers" in description
+    assert len({p[1] for p in profiles}) == len(profiles)
+
+
+def test_recommendations_obey_the_contract(nightly):
+    _, con, _ = nightly
+    ranks_ok = con.execute(
+        """
+        select bool_and(ranks = list_sort(ranks) and ranks[1] = 1 and len(ranks) = 10)
+        from (select customer_id, list(rank order by rank) as ranks
+              from customer_recommendations group by customer_id)
+        """
+    ).fetchall()[0][0]
+    assert ranks_ok
+    missing = con.execute(
+        "select count(*) from customer_rfm where customer_id not in "
+        "(select customer_id from customer_recommendations)"
+    ).fetchall()[0][0]
+    assert missing == 0
+    no_reason = con.execute(
+        "select count(*) from customer_recommendations where reason is null or length(reason) < 10"
+    ).fetchall()[0][0]
+    assert no_reason == 0
+
+
+def test_champion_beats_popularity_and_metrics_are_published(nightly):
+    _, con, _ = nightly
+    rows = dict(con.execute("select model, ndcg from recommendation_metrics").fetchall())
+    champion = con.execute("select model from recommendation_metrics where is_champion").fetchall()
+    assert len(champion) == 1
+    assert rows[champion[0][0]] >= rows["popularity"]
+    assert con.execute("select distinct model from customer_recommendations").fetchall() == champion
+
+
+def test_experiments_are_in_mlflow_tagged_with_the_dagster_run(nightly):
+    result, con, tracking = nightly
+    client = mlflow.MlflowClient(tracking)
+    model_run_id = con.execute("select distinct model_run_id from customer_segments").fetchall()[0][
+        0
+    ]
+    run = client.get_run(model_run_id)
+    assert run.data.tags["dagster.run_id"] == result.run_id
+    assert "silhouette" in run.data.metrics
+    experiment = client.get_experiment_by_name("segmentation")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{model_run_id}'"
+    )
+    assert len(children) >= 5  # one per candidate k
+    rec_run = con.execute("select distinct model_run_id from customer_recommendations").fetchall()[
+        0
+    ][0]
+    assert client.get_run(rec_run).data.params["champion"]
