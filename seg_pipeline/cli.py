@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
             help="YYYY-MM-DD that recency is measured from (default: day after the last event)",
         )
         p.add_argument("--quiet", action="store_true", help="print only the final line")
+        p.add_argument(
+            "--optout",
+            default=os.environ.get("SEG_OPTOUT_PATH") or None,
+            help="file of customer ids who get no recommendations",
+        )
 
     demo = sub.add_parser("demo", help="generate the seeded synthetic shop if missing, then run")
     common(demo)
@@ -40,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--format", default="canonical", choices=["canonical", "online_retail"])
     run.add_argument("--items", default=None, help="optional items file")
     common(run)
+    forget = sub.add_parser("forget", help="erase customers everywhere (GDPR article 17)")
+    forget.add_argument(
+        "--customer",
+        action="append",
+        required=True,
+        help="customer id to erase; repeat for several",
+    )
+    forget.add_argument(
+        "--database", default=os.environ.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE)
+    )
     return parser
 
 
@@ -111,6 +126,7 @@ def run_pipeline(
     database: str = str(DEFAULT_DATABASE),
     quiet: bool = False,
     tracking_uri: str | None = None,
+    optout: str | None = None,
 ) -> int:
     """Run ``nightly_job`` in this process and return the exit code (0 on full success)."""
     import dagster as dg
@@ -129,6 +145,8 @@ def run_pipeline(
         items_path=items,
         as_of=as_of,
         database=str(Path(database).resolve()),
+        optout_path=optout,
+        pseudonym_key=os.environ.get("SEG_PSEUDONYM_KEY") or None,
     )
     progress = _Progress()
     # dbt and the libraries print a lot; that, and every Dagster event, goes to a log file.
@@ -174,10 +192,64 @@ def run_pipeline(
     return 1
 
 
+def forget(customer_ids: list[str], database: str) -> int:
+    """Erase customers from the working and published databases; return the exit code."""
+    import duckdb
+
+    from seg_pipeline.defs.resources import PipelineSettings
+    from seg_pipeline.lib.privacy import forget_customers
+
+    settings = PipelineSettings(
+        database=str(Path(database).resolve()),
+        pseudonym_key=os.environ.get("SEG_PSEUDONYM_KEY") or None,
+    )
+    settings.work_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(settings.work_path))
+    except duckdb.IOException:
+        print(
+            "seg-pipeline: error: a run is writing the database right now; retry when it ends",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        report = forget_customers(
+            con,
+            customer_ids,
+            settings.key(),
+            published=settings.published_path,
+            artifact_root=settings.artifact_root,
+        )
+    finally:
+        con.close()
+    rows = sum(report["deleted"].values())
+    print(
+        f"seg-pipeline: erased {len(set(customer_ids))} customer(s): {rows} rows deleted from "
+        f"{len(report['deleted'])} tables; published file rebuilt; future ingests drop them",
+        file=sys.stderr,
+    )
+    if report["artifacts_mentioning"]:
+        print(
+            "seg-pipeline: error: MLflow artefacts still mention them: "
+            + ", ".join(report["artifacts_mentioning"][:3]),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "forget":
+        return forget(args.customer, args.database)
     if args.command == "demo":
-        return run_pipeline(events=None, as_of=args.as_of, database=args.database, quiet=args.quiet)
+        return run_pipeline(
+            events=None,
+            as_of=args.as_of,
+            database=args.database,
+            quiet=args.quiet,
+            optout=args.optout,
+        )
     return run_pipeline(
         events=args.events,
         fmt=args.format,
@@ -185,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         as_of=args.as_of,
         database=args.database,
         quiet=args.quiet,
+        optout=args.optout,
     )
 
 

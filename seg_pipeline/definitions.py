@@ -9,6 +9,7 @@ from dagster_duckdb import DuckDBResource
 from seg_pipeline.defs.dbt.assets import dbt_executable, dbt_models, dbt_project
 from seg_pipeline.defs.ingest import assets as ingest_assets
 from seg_pipeline.defs.ingest import checks as ingest_checks
+from seg_pipeline.defs.privacy import assets as privacy_assets
 from seg_pipeline.defs.publishing import assets as publishing_assets
 from seg_pipeline.defs.recommendations import assets as recommendation_assets
 from seg_pipeline.defs.recommendations import checks as recommendation_checks
@@ -37,7 +38,13 @@ def build_definitions(
     loggers: dict[str, dg.LoggerDefinition] | None = None,
 ) -> dg.Definitions:
     """Assemble the Definitions for the given settings (and extra loggers, as the CLI's)."""
-    modules = [ingest_assets, segmentation_assets, recommendation_assets, publishing_assets]
+    modules = [
+        privacy_assets,
+        ingest_assets,
+        segmentation_assets,
+        recommendation_assets,
+        publishing_assets,
+    ]
     check_modules = [ingest_checks, segmentation_checks, recommendation_checks]
     return dg.Definitions(
         assets=[dbt_models, *dg.load_assets_from_modules(modules)],

@@ -17,6 +17,7 @@ from seg_pipeline.lib.paths import (
     default_tracking_uri,
     work_database_for,
 )
+from seg_pipeline.lib.privacy import load_or_create_key
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -33,6 +34,16 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     database: str = Field(default=str(DEFAULT_DATABASE), description="Published DuckDB file.")
     demo_dir: str = Field(default=str(DEMO_DIR), description="Where the synthetic shop is written.")
+    optout_path: str | None = Field(
+        default=None,
+        description="File of customer ids who opted out of recommendations (CSV with a "
+        "customer_id column, or one id per line). Unset: the stored opt-outs stay as they are.",
+    )
+    pseudonym_key: str | None = Field(
+        default=None,
+        description="Key for customer-id pseudonyms; default: a random key kept in "
+        "data/.pseudonym_key beside the database.",
+    )
 
     @property
     def published_path(self) -> Path:
@@ -41,6 +52,15 @@ class PipelineSettings(dg.ConfigurableResource):
     @property
     def work_path(self) -> Path:
         return work_database_for(self.published_path)
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where the default MLflow store keeps artefacts (for erasure scans)."""
+        return self.published_path.parent / "mlartifacts"
+
+    def key(self) -> str:
+        """The pseudonymisation key (created on first use)."""
+        return load_or_create_key(self.published_path.parent / ".pseudonym_key", self.pseudonym_key)
 
     def as_of_date(self) -> date | None:
         if not self.as_of:
@@ -123,4 +143,6 @@ def settings_from_env(environ: os._Environ | dict | None = None) -> PipelineSett
         items_path=env.get("SEG_ITEMS_PATH") or None,
         as_of=env.get("SEG_AS_OF") or None,
         database=env.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE),
+        optout_path=env.get("SEG_OPTOUT_PATH") or None,
+        pseudonym_key=env.get("SEG_PSEUDONYM_KEY") or None,
     )

@@ -49,6 +49,7 @@ REASONS = {
     "malformed_row": "the CSV parser could not split the line into the header's columns",
     "invalid_encoding": "the line is not valid UTF-8",
     "missing_item_id": "item_id is empty",
+    "non_product": "the item is a non-product line (postage, fee, discount, adjustment)",
     "bad_timestamp": "event_ts is empty or not an ISO 8601 timestamp",
     "unknown_event_type": "event_type is not purchase, return, view, cart or rating",
     "bad_quantity": "quantity is not a number",
@@ -56,7 +57,6 @@ REASONS = {
     "bad_price": "unit_price is not a number, or is negative",
     "bad_value": "value is not a number, or a rating has no value",
     "missing_customer_id": "a rating needs a customer_id",
-    "non_product": "the item is a non-product line (postage, fee, discount, adjustment)",
     "after_as_of": "the event is on or after the as_of date",
     "duplicate_event": "an identical row appeared earlier in the input",
 }
@@ -68,13 +68,14 @@ class IngestError(ValueError):
 
 @dataclass
 class IngestResult:
-    """Counts of one ingest; ``rows_read == rows_used + rows_quarantined``."""
+    """Counts of one ingest; ``rows_read == rows_used + rows_quarantined + rows_erased``."""
 
     files: list[str]
     rows_read: int
     rows_used: int
     rows_quarantined: int
     as_of: date
+    rows_erased: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     anonymous_rows: int = 0
     n_customers: int = 0
@@ -99,13 +100,16 @@ def resolve_sources(pattern: str | Path) -> list[str]:
         if not Path(text).exists():
             raise IngestError(f"events file '{text}' does not exist")
         files = [text]
+    folders = [f for f in files if Path(f).is_dir()]
+    if folders:
+        raise IngestError(
+            f"'{folders[0]}' is a folder; give a file or a glob such as '{folders[0]}/*.csv'"
+        )
     kinds = {_kind(f) for f in files}
     if len(kinds) > 1:
         raise IngestError(f"'{text}' mixes CSV and Parquet files; give one kind at a time")
     for f in files:
         path = Path(f)
-        if path.is_dir():
-            raise IngestError(f"'{f}' is a folder; give a file or a glob such as '{f}/*.csv'")
         if path.stat().st_size == 0:
             raise IngestError(f"events file '{f}' is empty")
         if _kind(f) == "gzip":
@@ -294,6 +298,7 @@ def ingest_events(
     run_id: str = "manual",
     non_product_items: tuple[str, ...] | None = None,
     max_bad_share: float = 0.5,
+    pseudonym_key: str | None = None,
 ) -> IngestResult:
     """Load events into ``raw_events`` and ``quarantined_events`` in one transaction.
 
@@ -315,6 +320,9 @@ def ingest_events(
         none for the canonical format.
     max_bad_share : float
         Fail instead of publishing when more than this share of rows is quarantined.
+    pseudonym_key : str, optional
+        Key of the customer-id hashes in ``erased_customers``; rows of erased customers are
+        dropped before anything is stored and only counted (``rows_erased``).
 
     Returns
     -------
@@ -372,6 +380,7 @@ def ingest_events(
         select *,
             case
                 when item_id is null then 'missing_item_id'
+                when list_contains($non_products, item_id) then 'non_product'
                 when ts is null then 'bad_timestamp'
                 when etype not in ('purchase', 'return', 'view', 'cart', 'rating')
                     then 'unknown_event_type'
@@ -381,7 +390,6 @@ def ingest_events(
                 when (value is not null and val is null) or (etype = 'rating' and val is null)
                     then 'bad_value'
                 when etype = 'rating' and customer_id is null then 'missing_customer_id'
-                when list_contains($non_products, item_id) then 'non_product'
                 when ts >= $as_of::timestamp then 'after_as_of'
                 when copy_no > 1 then 'duplicate_event'
             end as reason
@@ -390,6 +398,7 @@ def ingest_events(
         {"non_products": list(non_product_items), "as_of": as_of},
     )
 
+    rows_erased = _drop_erased(con, pseudonym_key)
     counts = dict(
         con.execute(
             """
@@ -401,7 +410,7 @@ def ingest_events(
     )
     rows_used = counts.pop("_used", 0)
     rows_quarantined = sum(counts.values())
-    rows_read = rows_used + rows_quarantined
+    rows_read = rows_used + rows_quarantined + rows_erased
     if rows_quarantined > max_bad_share * rows_read:
         top = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
         raise IngestError(
@@ -453,7 +462,8 @@ def ingest_events(
             create or replace table ingest_manifest as
             select $run_id as run_id, $as_of::date as as_of, $read::bigint as rows_read,
                    $used::bigint as rows_used, $quarantined::bigint as rows_quarantined,
-                   $files::varchar[] as source_files, now() as ingested_at
+                   $erased::bigint as rows_erased, $files::varchar[] as source_files,
+                   now() as ingested_at
             """,
             {
                 "run_id": run_id,
@@ -461,6 +471,7 @@ def ingest_events(
                 "read": rows_read,
                 "used": rows_used,
                 "quarantined": rows_quarantined,
+                "erased": rows_erased,
                 "files": files,
             },
         )
@@ -490,11 +501,48 @@ def ingest_events(
         rows_used=rows_used,
         rows_quarantined=rows_quarantined,
         as_of=as_of,
+        rows_erased=rows_erased,
         reasons=counts,
         anonymous_rows=anonymous,
         n_customers=n_customers,
         n_items=n_items,
     )
+
+
+def _drop_erased(con: duckdb.DuckDBPyConnection, key: str | None) -> int:
+    """Delete the rows of customers with an erasure request from the landed data; return how many.
+
+    They are counted, never stored: not in raw_events and not in quarantined_events.
+    """
+    has_table = con.execute(
+        "select count(*) from information_schema.tables where table_name = 'erased_customers'"
+    ).fetchall()[0][0]
+    if not has_table or key is None:
+        return 0
+    if con.execute("select count(*) from erased_customers").fetchall()[0][0] == 0:
+        return 0
+    erased = con.execute(
+        """
+        delete from _classified
+        where customer_id is not null
+          and sha256($key || ':' || customer_id) in (select customer_hash from erased_customers)
+        """,
+        {"key": key},
+    ).fetchall()[0][0]
+    # A malformed line cannot be parsed into a customer id; drop those that contain one as a
+    # whole CSV field, so an erased customer never survives in the raw text either.
+    erased += con.execute(
+        """
+        delete from _rejects where exists (
+            select 1 from erased_customers e,
+                unnest(string_split(regexp_replace(raw_line, '"', '', 'g'), ',')) as f(field)
+            where e.customer_hash
+                = sha256($key || ':' || regexp_replace(trim(f.field), '\\.0+$', ''))
+        )
+        """,
+        {"key": key},
+    ).fetchall()[0][0]
+    return erased
 
 
 def _one_day():

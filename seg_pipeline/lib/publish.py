@@ -74,3 +74,25 @@ def publish_tables(
             leftover.unlink(missing_ok=True)
         raise
     return counts
+
+
+def published_run(published: Path) -> tuple[str, list[str]] | None:
+    """The run id and table names of the currently published file, or None if there is none."""
+    published = Path(published)
+    if not published.exists():
+        return None
+    reader = duckdb.connect(str(published), read_only=True)
+    try:
+        rows = reader.execute("select run_id, table_name from publication").fetchall()
+    finally:
+        reader.close()
+    return (rows[0][0], [r[1] for r in rows]) if rows else None
+
+
+def republish(con: duckdb.DuckDBPyConnection, published: Path) -> dict[str, int]:
+    """Publish the working tables again under the current run id (after an erasure)."""
+    current = published_run(published)
+    if current is None:
+        return {}
+    run_id, tables = current
+    return publish_tables(con, published, tables, run_id=run_id)

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from seg_pipeline.defs.resources import PipelineSettings
 from seg_pipeline.lib.ingest import IngestError, ingest_events, ingest_items
+from seg_pipeline.lib.privacy import ensure_privacy_tables, read_id_list, replace_opt_outs
 from seg_pipeline.lib.synthetic import generate_shop, write_shop
 
 
@@ -36,21 +37,25 @@ def ensure_demo_shop(
     specs=[
         dg.AssetSpec(
             "raw_events",
+            deps=["customer_erasures"],
             description="Valid input events, typed, with source file and line.",
             group_name="ingest",
         ),
         dg.AssetSpec(
             "quarantined_events",
+            deps=["customer_erasures"],
             description="Rejected input rows with a reason code.",
             group_name="ingest",
         ),
         dg.AssetSpec(
             "raw_items",
+            deps=["customer_erasures"],
             description="The item catalogue as given, or derived from events.",
             group_name="ingest",
         ),
         dg.AssetSpec(
             "ingest_manifest",
+            deps=["customer_erasures"],
             description="as_of date and row counts of the last ingest.",
             group_name="ingest",
         ),
@@ -72,7 +77,14 @@ def ingested_events(
         events, items = str(demo["events"]), str(demo["items"])
         context.log.info(f"no events path given: using the synthetic shop in {settings.demo_dir}")
     settings.work_path.parent.mkdir(parents=True, exist_ok=True)
+    key = settings.key()
     with duckdb.get_connection() as con:
+        ensure_privacy_tables(con)
+        if settings.optout_path:
+            if not Path(settings.optout_path).is_file():
+                raise dg.Failure(f"opt-out file '{settings.optout_path}' does not exist")
+            replace_opt_outs(con, read_id_list(settings.optout_path), key)
+        n_opted_out = con.execute("select count(*) from opted_out_customers").fetchall()[0][0]
         try:
             result = ingest_events(
                 con,
@@ -81,6 +93,7 @@ def ingested_events(
                 as_of=settings.as_of_date(),
                 run_id=context.run_id,
                 max_bad_share=config.max_bad_share,
+                pseudonym_key=key,
             )
             n_items = ingest_items(con, items, run_id=context.run_id)
         except IngestError as exc:
@@ -93,6 +106,8 @@ def ingested_events(
             "dagster/row_count": result.rows_used,
             "rows_used": result.rows_used,
             "rows_quarantined": result.rows_quarantined,
+            "rows_erased": result.rows_erased,
+            "opted_out_customers": n_opted_out,
             "anonymous_rows": result.anonymous_rows,
             "customers": result.n_customers,
             "items": result.n_items,

@@ -12,11 +12,16 @@ from dagster_duckdb import DuckDBResource
 def rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     """Recount both tables so a lost row is caught even if the ingest code miscounted."""
     with duckdb.get_connection() as con:
-        read, used, quarantined = con.execute(
+        read, used, quarantined, erased = con.execute(
             "select rows_read, (select count(*) from raw_events), "
-            "(select count(*) from quarantined_events) from ingest_manifest"
+            "(select count(*) from quarantined_events), rows_erased from ingest_manifest"
         ).fetchall()[0]
     return dg.AssetCheckResult(
-        passed=bool(read == used + quarantined),
-        metadata={"rows_read": read, "rows_used": used, "rows_quarantined": quarantined},
+        passed=bool(read == used + quarantined + erased),
+        metadata={
+            "rows_read": read,
+            "rows_used": used,
+            "rows_quarantined": quarantined,
+            "rows_erased": erased,
+        },
     )

@@ -12,7 +12,8 @@ import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from seg_pipeline.defs.resources import MLflowTracking
+from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
+from seg_pipeline.lib.privacy import ensure_privacy_tables
 from seg_pipeline.lib.recommendations.evaluation import evaluate
 from seg_pipeline.lib.recommendations.interactions import (
     Weights,
@@ -179,6 +180,7 @@ def item_similarities(
 def recommendations(
     context: dg.AssetExecutionContext,
     config: RecommendationConfig,
+    settings: PipelineSettings,
     duckdb: DuckDBResource,
     mlflow_tracking: MLflowTracking,
 ):
@@ -281,7 +283,19 @@ def recommendations(
             ("metrics_df", metrics_rows),
         ):
             con.register(name, value)
+        ensure_privacy_tables(con)
         con.execute("begin transaction")
+        # Customers who opted out get no list; they are kept by id (work file only) so the checks
+        # can tell an opt-out from a missing list.
+        con.execute(
+            """
+            create or replace table recommendation_opt_outs as
+            select customer_id from user_ids
+            where sha256($key || ':' || customer_id)
+                  in (select customer_hash from opted_out_customers)
+            """,
+            {"key": settings.key()},
+        )
         con.execute(
             """
             create or replace table customer_recommendations as
@@ -312,6 +326,7 @@ def recommendations(
             left join item_catalog bc on bc.item_id = b.item_id
             left join purchased p on p.customer_id = users.customer_id and p.item_id = b.item_id
             where r.i >= 0
+              and users.customer_id not in (select customer_id from recommendation_opt_outs)
             """,
             {"model": evaluation.champion, "model_run_id": model_run_id, "run_id": context.run_id},
         )

@@ -22,6 +22,7 @@ def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
                 from customer_rfm r
                 left join int_customer_item_daily d using (customer_id)
                 left join item_catalog i using (item_id)
+                where r.customer_id not in (select customer_id from recommendation_opt_outs)
                 group by r.customer_id
             ),
             counts as (
@@ -56,7 +57,7 @@ def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
 )
 def recommendations_respect_rules(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
-        bought, unknown, unavailable, no_reason = con.execute(
+        bought, unknown, unavailable, no_reason, opted_out = con.execute(
             """
             select
                 count(*) filter (where exists (
@@ -65,18 +66,21 @@ def recommendations_respect_rules(duckdb: DuckDBResource) -> dg.AssetCheckResult
                       and d.n_orders > 0)),
                 count(*) filter (where i.item_id is null),
                 count(*) filter (where not coalesce(i.available, true)),
-                count(*) filter (where coalesce(trim(c.reason), '') = '')
+                count(*) filter (where coalesce(trim(c.reason), '') = ''),
+                count(*) filter (
+                    where c.customer_id in (select customer_id from recommendation_opt_outs))
             from customer_recommendations c
             left join item_catalog i using (item_id)
             """
         ).fetchall()[0]
     return dg.AssetCheckResult(
-        passed=bool(bought == unknown == unavailable == no_reason == 0),
+        passed=bool(bought == unknown == unavailable == no_reason == opted_out == 0),
         metadata={
             "purchased_items": bought,
             "unknown_items": unknown,
             "unavailable_items": unavailable,
             "rows_without_reason": no_reason,
+            "opted_out_customers": opted_out,
         },
     )
 

@@ -15,6 +15,7 @@ def duckdb_resource(tmp_path):
         con.execute(
             "create table customer_rfm as select * from (values ('a'), ('b')) t(customer_id)"
         )
+        con.execute("create table recommendation_opt_outs (customer_id varchar)")
         con.execute(
             "create table item_catalog as select * from "
             "(values ('x', true), ('y', true), ('z', true), ('w', false)) t(item_id, available)"
@@ -50,6 +51,16 @@ def test_rule_violations_fail(duckdb_resource, statement):
     with duckdb_resource.get_connection() as con:
         con.execute(statement)
     assert not recommendations_respect_rules(duckdb=duckdb_resource).passed
+
+
+def test_opted_out_customer_needs_no_list_and_must_have_none(duckdb_resource):
+    with duckdb_resource.get_connection() as con:
+        con.execute("insert into recommendation_opt_outs values ('b')")
+    assert not recommendations_respect_rules(duckdb=duckdb_resource).passed
+    with duckdb_resource.get_connection() as con:
+        con.execute("delete from customer_recommendations where customer_id = 'b'")
+    assert recommendations_respect_rules(duckdb=duckdb_resource).passed
+    assert full_list_per_customer(duckdb=duckdb_resource).passed
 
 
 def test_short_list_fails(duckdb_resource):
