@@ -166,7 +166,7 @@ def run_pipeline(
 
     defs = build_definitions(
         settings,
-        tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+        tracking_uri,
         loggers={"progress": progress_logger},
     )
     job = defs.resolve_job_def("nightly_job")
@@ -196,7 +196,7 @@ def forget(customer_ids: list[str], database: str) -> int:
     """Erase customers from the working and published databases; return the exit code."""
     import duckdb
 
-    from seg_pipeline.defs.resources import PipelineSettings
+    from seg_pipeline.defs.resources import PipelineSettings, tracking_from
     from seg_pipeline.lib.privacy import forget_customers
 
     settings = PipelineSettings(
@@ -218,7 +218,7 @@ def forget(customer_ids: list[str], database: str) -> int:
             customer_ids,
             settings.key(),
             published=settings.published_path,
-            artifact_root=settings.artifact_root,
+            artifact_root=tracking_from(None).artifact_root(),
         )
     finally:
         con.close()

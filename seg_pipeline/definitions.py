@@ -13,7 +13,7 @@ from seg_pipeline.defs.privacy import assets as privacy_assets
 from seg_pipeline.defs.publishing import assets as publishing_assets
 from seg_pipeline.defs.recommendations import assets as recommendation_assets
 from seg_pipeline.defs.recommendations import checks as recommendation_checks
-from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings, settings_from_env
+from seg_pipeline.defs.resources import PipelineSettings, settings_from_env, tracking_from
 from seg_pipeline.defs.schedules import nightly_job, nightly_schedule
 from seg_pipeline.defs.segmentation import assets as segmentation_assets
 from seg_pipeline.defs.segmentation import checks as segmentation_checks
@@ -21,14 +21,11 @@ from seg_pipeline.defs.segmentation import checks as segmentation_checks
 
 def build_resources(settings: PipelineSettings, tracking_uri: str | None = None) -> dict:
     """Resources for one configuration; the CLI and the tests build their own from arguments."""
-    mlflow_tracking = (
-        MLflowTracking(tracking_uri=tracking_uri) if tracking_uri else MLflowTracking()
-    )
     return {
         "settings": settings,
         "duckdb": DuckDBResource(database=str(settings.work_path)),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
-        "mlflow_tracking": mlflow_tracking,
+        "mlflow_tracking": tracking_from(tracking_uri),
     }
 
 
@@ -58,10 +55,5 @@ def build_definitions(
     )
 
 
-def _from_env() -> dg.Definitions:
-    import os
-
-    return build_definitions(settings_from_env(), os.environ.get("MLFLOW_TRACKING_URI") or None)
-
-
-defs = _from_env()
+# Settings and the MLflow URI come from the contract's environment variables for `dagster dev`.
+defs = build_definitions(settings_from_env())

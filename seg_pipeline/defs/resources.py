@@ -53,11 +53,6 @@ class PipelineSettings(dg.ConfigurableResource):
     def work_path(self) -> Path:
         return work_database_for(self.published_path)
 
-    @property
-    def artifact_root(self) -> Path:
-        """Where the default MLflow store keeps artefacts (for erasure scans)."""
-        return self.published_path.parent / "mlartifacts"
-
     def key(self) -> str:
         """The pseudonymisation key (created on first use)."""
         return load_or_create_key(self.published_path.parent / ".pseudonym_key", self.pseudonym_key)
@@ -83,13 +78,14 @@ class MLflowTracking(dg.ConfigurableResource):
         default_factory=default_tracking_uri,
         description="MLflow tracking URI (default: SQLite under data/).",
     )
-    artifact_root: str | None = Field(
+    artifact_dir: str | None = Field(
         default=None, description="Folder for artefacts; default: mlartifacts/ beside the store."
     )
 
-    def _artifact_root(self) -> Path:
-        if self.artifact_root:
-            return Path(self.artifact_root).resolve()
+    def artifact_root(self) -> Path:
+        """Folder holding this store's artefacts (also scanned after an erasure)."""
+        if self.artifact_dir:
+            return Path(self.artifact_dir).resolve()
         if self.tracking_uri.startswith("sqlite:///"):
             return (
                 Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
@@ -116,7 +112,7 @@ class MLflowTracking(dg.ConfigurableResource):
         client = mlflow.MlflowClient(self.tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
-            location = (self._artifact_root() / experiment).as_uri()
+            location = (self.artifact_root() / experiment).as_uri()
             experiment_id = client.create_experiment(experiment, artifact_location=location)
         else:
             experiment_id = found.experiment_id
@@ -146,3 +142,9 @@ def settings_from_env(environ: os._Environ | dict | None = None) -> PipelineSett
         optout_path=env.get("SEG_OPTOUT_PATH") or None,
         pseudonym_key=env.get("SEG_PSEUDONYM_KEY") or None,
     )
+
+
+def tracking_from(uri: str | None) -> MLflowTracking:
+    """The MLflow resource for ``uri``, else MLFLOW_TRACKING_URI, else the local store."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    return MLflowTracking(tracking_uri=uri) if uri else MLflowTracking()

@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from seg_pipeline.defs.resources import PipelineSettings
+from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.privacy import ensure_privacy_tables, forget_customers
 
 
@@ -23,6 +23,7 @@ def customer_erasures(
     config: ErasureConfig,
     settings: PipelineSettings,
     duckdb: DuckDBResource,
+    mlflow_tracking: MLflowTracking,
 ) -> dg.MaterializeResult:
     """Keyed hashes of erased customers; materialise with customer_ids to erase them everywhere."""
     settings.work_path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +36,7 @@ def customer_erasures(
                 config.customer_ids,
                 settings.key(),
                 published=settings.published_path,
-                artifact_root=settings.artifact_root,
+                artifact_root=mlflow_tracking.artifact_root(),
             )
         total = con.execute("select count(*) from erased_customers").fetchall()[0][0]
     if report.get("artifacts_mentioning"):
