@@ -14,20 +14,17 @@ from pydantic import Field
 
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.privacy import ensure_privacy_tables
-from seg_pipeline.lib.recommendations.evaluation import evaluate
+from seg_pipeline.lib.recommendations.evaluation import default_grid, evaluate
 from seg_pipeline.lib.recommendations.interactions import (
     Weights,
     load_heldout_purchases,
     load_interactions,
 )
-from seg_pipeline.lib.recommendations.models import (
-    ALSRecommender,
-    ItemKNNRecommender,
-    PopularityRecommender,
-    Recommender,
-    top_similar_items,
-)
-from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, explain_by_vectors
+from seg_pipeline.lib.recommendations.models import ItemKNNRecommender, top_similar_items
+from seg_pipeline.lib.recommendations.publishing import build_lists
+from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
+
+REGISTERED_MODEL = "seg_pipeline_recommender"
 
 
 class InteractionWeights(dg.Config):
@@ -46,17 +43,24 @@ class InteractionWeights(dg.Config):
 
 
 class RecommendationConfig(dg.Config):
-    """List length, evaluation split and model settings."""
+    """List length, evaluation split, search and business rules."""
 
     n: int = Field(default=10, description="Recommendations per customer.")
-    holdout_days: int = Field(
-        default=30, description="The last days before as_of form the validation window."
+    holdout_days: int = Field(default=30, description="Last days before as_of used for validation.")
+    search: bool = Field(
+        default=True,
+        description="Try several settings per model family and "
+        "blends; off: one setting per family (for very large data).",
     )
-    als_factors: int = Field(default=64, description="ALS latent factors.")
-    als_iterations: int = Field(default=15, description="ALS iterations.")
-    als_regularization: float = Field(default=0.05, description="ALS L2 regularisation.")
-    knn_neighbours: int = Field(default=50, description="Neighbours kept per item in item-KNN.")
-    random_state: int = Field(default=42, description="Seed for ALS.")
+    factors: list[int] = Field(default=[64, 128], description="Latent factors tried for ALS/BPR.")
+    max_per_category: int | None = Field(
+        default=4, description="At most this many items of one category per list (diversity cap)."
+    )
+    repeatable_items: list[str] = Field(
+        default_factory=list, description="Item ids that may be recommended again after purchase."
+    )
+    random_state: int = Field(default=42, description="Seed for the factor models.")
+    register_model: bool = Field(default=True, description="Register the champion in MLflow.")
     weights: InteractionWeights = Field(default_factory=InteractionWeights)
 
 
@@ -73,23 +77,7 @@ class SegmentPopularityConfig(dg.Config):
     """Cold-start lists per segment."""
 
     n: int = Field(default=10, description="Items per segment.")
-    window_days: int = Field(
-        default=180, description="Only purchases in this many days before as_of count."
-    )
-
-
-def _candidates(config: RecommendationConfig) -> list[Recommender]:
-    return [
-        PopularityRecommender(),
-        ALSRecommender(
-            factors=config.als_factors,
-            iterations=config.als_iterations,
-            regularization=config.als_regularization,
-            random_state=config.random_state,
-        ),
-        ItemKNNRecommender(weighting="cosine", k=config.knn_neighbours),
-        ItemKNNRecommender(weighting="bm25", k=config.knn_neighbours),
-    ]
+    window_days: int = Field(default=180, description="Only purchases this recent count.")
 
 
 def choose_split(con, as_of, holdout_days: int):
@@ -111,12 +99,6 @@ def choose_split(con, as_of, holdout_days: int):
     return split if share_before >= 0.5 else p80
 
 
-def _item_frame(con) -> pd.DataFrame:
-    return con.execute(
-        "select item_id, title, category, available from item_catalog order by item_id"
-    ).df()
-
-
 @dg.asset(deps=["int_customer_item_daily", "item_catalog"], group_name="recommendations")
 def item_similarities(
     context: dg.AssetExecutionContext, config: SimilarityConfig, duckdb: DuckDBResource
@@ -124,16 +106,15 @@ def item_similarities(
     """Each item's most similar items by item-item KNN on the purchase matrix."""
     with duckdb.get_connection() as con:
         matrix = load_interactions(con, weights=config.weights.to_weights())
-        knn = ItemKNNRecommender(weighting=config.weighting, k=config.knn_neighbours).fit(
-            matrix.weights
-        )
+        knn = ItemKNNRecommender(weighting=config.weighting, k=config.knn_neighbours).fit(matrix)
         rows, cols, vals = top_similar_items(knn.similarity, config.n)
-        frame = pa.table({"i": rows, "j": cols, "score": vals})
-        ids = pa.table(
-            {"idx": np.arange(len(matrix.item_ids)), "item_id": matrix.item_ids.astype(str)}
+        con.register("sim_pairs", pa.table({"i": rows, "j": cols, "score": vals}))
+        con.register(
+            "item_ids",
+            pa.table(
+                {"idx": np.arange(len(matrix.item_ids)), "item_id": matrix.item_ids.astype(str)}
+            ),
         )
-        con.register("sim_pairs", frame)
-        con.register("item_ids", ids)
         con.execute(
             """
             create or replace table item_similarities as
@@ -165,14 +146,24 @@ def item_similarities(
         dg.AssetSpec(
             "customer_recommendations",
             group_name="recommendations",
-            deps=["int_customer_item_daily", "item_catalog", "ingest_manifest"],
+            deps=[
+                "int_customer_item_daily",
+                "item_catalog",
+                "ingest_manifest",
+                "customer_segments",
+            ],
             description="Top-N new items per customer from the champion model, with reasons.",
         ),
         dg.AssetSpec(
             "recommendation_metrics",
             group_name="recommendations",
-            deps=["int_customer_item_daily", "item_catalog", "ingest_manifest"],
-            description="Each candidate's offline metrics per run date; the champion flagged.",
+            deps=[
+                "int_customer_item_daily",
+                "item_catalog",
+                "ingest_manifest",
+                "customer_segments",
+            ],
+            description="Each candidate's offline metrics per run date; champion flagged.",
         ),
     ],
     can_subset=False,
@@ -191,37 +182,38 @@ def recommendations(
     with duckdb.get_connection() as con:
         as_of = con.execute("select as_of from ingest_manifest").fetchall()[0][0]
         split = choose_split(con, as_of, config.holdout_days)
-        items = _item_frame(con)
         train = load_interactions(con, weights=weights, before=split)
         relevant = load_heldout_purchases(con, train, split)
         full = load_interactions(con, weights=weights)
-
-    categories = pd.factorize(items["category"])[0]
-    blocked = np.flatnonzero(~items["available"].to_numpy(dtype=bool))
+        available = con.execute("select available from item_catalog order by item_id").fetchnumpy()
+    blocked = np.flatnonzero(~np.asarray(available["available"], dtype=bool))
+    repeatable = np.flatnonzero(
+        np.isin(full.item_ids, np.asarray(config.repeatable_items, dtype=object))
+    )
     if relevant.nnz == 0:
         raise dg.Failure(
-            f"no customer bought a new item between {split} and {as_of}: nothing to evaluate "
-            "recommenders on; supply a longer history"
+            f"no customer bought a new item between {split} and {as_of}: nothing to "
+            "evaluate recommenders on; supply a longer history"
         )
-    evaluation = evaluate(
-        _candidates(config),
-        train,
-        relevant,
-        k=config.n,
-        item_categories=categories,
-        blocked=blocked,
+    context.log.info(
+        f"evaluating candidates: train before {split}, {relevant.nnz} held-out purchases"
     )
+    grid = default_grid(
+        factors=config.factors, search=config.search, random_state=config.random_state
+    )
+    evaluation = evaluate(grid, train, relevant, k=config.n, blocked=blocked, hybrids=config.search)
     table = evaluation.table
-    champion = next(m for m in _candidates(config) if m.name == evaluation.champion)
-    champion.fit(full.weights)
-    users = np.arange(full.shape[0])
-    recs = champion.recommend(users, full.purchased, config.n, blocked=blocked)
-    if isinstance(champion, ALSRecommender):
-        because, _ = explain_by_vectors(recs.items, full.weights, champion.item_vectors)
-    elif isinstance(champion, ItemKNNRecommender):
-        because, _ = explain_by_similarity(recs.items, full.weights, champion.similarity)
-    else:
-        because = np.full(recs.items.shape, -1)
+    champion = evaluation.champion.fit(full)
+    lists = build_lists(
+        champion,
+        full,
+        config.n,
+        blocked=blocked,
+        repeatable=repeatable,
+        max_per_category=config.max_per_category,
+    )
+    champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
+    base_row = table.loc[table["is_baseline"]].iloc[0].to_dict()
 
     with mlflow_tracking.start_run(
         context, "recommendations", run_name="champion_selection"
@@ -232,49 +224,78 @@ def recommendations(
                 "holdout_days": config.holdout_days,
                 "split_date": str(split),
                 "weights": json.dumps(weights.__dict__),
-                "champion": evaluation.champion,
+                "champion": evaluation.champion_key,
+                "baseline": base_row["candidate"],
                 "train_users": train.shape[0],
                 "items": train.shape[1],
                 "heldout_users": int((np.diff(relevant.indptr) > 0).sum()),
             }
         )
-        for row in table.itertuples():
+        for row in table.to_dict("records"):
             with mlflow_tracking.start_run(
-                context, "recommendations", run_name=row.model, parent_run_id=parent.info.run_id
+                context,
+                "recommendations",
+                run_name=row["candidate"],
+                parent_run_id=parent.info.run_id,
             ):
-                mlflow.log_params({"model": row.model, **row.params})
-                mlflow.log_metrics(_metric_dict(row._asdict(), config.n))
-        champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
+                mlflow.log_params(
+                    {
+                        "model": row["model"],
+                        "candidate": row["candidate"][:500],
+                        "params": json.dumps(row["params"], default=str)[:500],
+                    }
+                )
+                mlflow.log_metrics(_metric_dict(row, config.n))
         mlflow.log_metrics(_metric_dict(champ_row, config.n))
+        mlflow.log_metric(f"baseline_ndcg_at_{config.n}", float(base_row["ndcg"]))
         with tempfile.TemporaryDirectory() as tmp:
-            table.assign(params=table["params"].map(json.dumps)).to_csv(
+            table.assign(params=table["params"].map(lambda p: json.dumps(p, default=str))).to_csv(
                 Path(tmp, "candidates.csv"), index=False
             )
-            if isinstance(champion, ALSRecommender):
-                np.save(Path(tmp, "item_factors.npy"), champion.item_vectors)
-                np.save(Path(tmp, "item_ids.npy"), full.item_ids.astype(str))
-            mlflow.log_artifacts(tmp, artifact_path="model")
+            evaluation.by_segment.to_csv(Path(tmp, "candidates_by_segment.csv"), index=False)
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+            model_dir = Path(tmp, "model_dir")
+            export_model(champion, full.item_ids, model_dir)
+            mlflow.pyfunc.log_model(
+                name="recommender",
+                python_model=HistoryRecommender(),
+                artifacts={"model_dir": str(model_dir)},
+                pip_requirements=["numpy", "scipy", "pandas", "mlflow"],
+                code_paths=None,
+                registered_model_name=REGISTERED_MODEL if config.register_model else None,
+            )
         model_run_id = parent.info.run_id
 
-    n_users, n = recs.items.shape
+    n_users = full.shape[0]
     long = pa.table(
         {
-            "u": np.repeat(np.arange(n_users), n),
-            "rank": np.tile(np.arange(1, n + 1), n_users),
-            "i": recs.items.ravel(),
-            "score": recs.scores.ravel().astype(np.float64),
-            "b": because.ravel(),
+            "u": lists.users,
+            "rank": lists.ranks,
+            "i": lists.items,
+            "score": lists.scores,
+            "b": lists.because,
+            "reason": lists.reason,
+            "source": lists.source,
         }
     )
     user_ids = pa.table({"u": np.arange(n_users), "customer_id": full.user_ids.astype(str)})
     item_ids = pa.table({"i": np.arange(len(full.item_ids)), "item_id": full.item_ids.astype(str)})
-    metrics_rows = table.assign(
-        params=table["params"].map(json.dumps),
+    overall = table.assign(segment="all")
+    per_segment = evaluation.by_segment.rename(columns={"segment_name": "segment"})
+    if len(per_segment):
+        per_segment = per_segment.merge(
+            table[["candidate", "model", "is_champion", "is_baseline"]], on="candidate"
+        ).drop(columns=["segment_code"])
+    metrics_rows = pd.concat([overall, per_segment], ignore_index=True).assign(
+        params=lambda f: f["params"].map(
+            lambda p: json.dumps(p, default=str) if isinstance(p, dict) else None
+        ),
         as_of=as_of,
         split_date=split,
         run_id=context.run_id,
         model_run_id=model_run_id,
     )
+    key = settings.key()
     with duckdb.get_connection() as con:
         for name, value in (
             ("recs_long", long),
@@ -294,7 +315,7 @@ def recommendations(
             where sha256($key || ':' || customer_id)
                   in (select customer_hash from opted_out_customers)
             """,
-            {"key": settings.key()},
+            {"key": key},
         )
         con.execute(
             """
@@ -308,13 +329,14 @@ def recommendations(
                 r.rank::integer as rank,
                 items.item_id,
                 r.score,
-                $model as model,
+                case when r.source = 0 then $model else 'segment_popularity' end as model,
                 case
-                    when b.item_id is not null and p.item_id is not null
+                    when r.reason = 0 and p.item_id is not null
                         then 'Because you bought ' || bc.title
-                    when b.item_id is not null then 'Because you looked at ' || bc.title
-                    when $model = 'popularity' then 'Popular with other customers right now'
-                    else 'Customers with a history like yours often buy this'
+                    when r.reason = 0 then 'Because you looked at ' || bc.title
+                    when r.reason = 1 then 'Similar to ' || bc.title || ', which you bought'
+                    when r.reason = 3 then 'Popular in your segment: ' || seg.segment_name
+                    else 'Popular in the shop right now'
                 end as reason,
                 b.item_id as because_item_id,
                 $model_run_id as model_run_id,
@@ -322,19 +344,17 @@ def recommendations(
             from recs_long r
             join user_ids users on users.u = r.u
             join item_ids items on items.i = r.i
-            left join item_ids b on b.i = r.b
+            left join item_ids b on b.i = r.b and r.b >= 0
             left join item_catalog bc on bc.item_id = b.item_id
             left join purchased p on p.customer_id = users.customer_id and p.item_id = b.item_id
-            where r.i >= 0
-              and users.customer_id not in (select customer_id from recommendation_opt_outs)
+            left join customer_segments seg on seg.customer_id = users.customer_id
+            where users.customer_id not in (select customer_id from recommendation_opt_outs)
             """,
-            {"model": evaluation.champion, "model_run_id": model_run_id, "run_id": context.run_id},
+            {"model": champion.name, "model_run_id": model_run_id, "run_id": context.run_id},
         )
         con.execute(
-            """
-            create table if not exists recommendation_metrics as
-            select * exclude (params), params from metrics_df where false
-            """
+            "create table if not exists recommendation_metrics as select * from metrics_df "
+            "where false"
         )
         con.execute("delete from recommendation_metrics where as_of = $as_of", {"as_of": as_of})
         con.execute("insert into recommendation_metrics by name select * from metrics_df")
@@ -343,21 +363,25 @@ def recommendations(
             "select count(*), count(distinct customer_id) from customer_recommendations"
         ).fetchall()[0]
 
-    summary = table[["model", "ndcg", "precision", "recall", "map", "coverage", "is_champion"]]
+    summary = table.sort_values("ndcg", ascending=False)[
+        ["candidate", "ndcg", "precision", "recall", "map", "coverage", "is_champion"]
+    ]
     yield dg.MaterializeResult(
         asset_key="customer_recommendations",
         metadata={
             "dagster/row_count": n_rows,
             "customers": n_customers,
-            "champion": evaluation.champion,
+            "champion": evaluation.champion_key,
             f"champion_ndcg_at_{config.n}": float(champ_row["ndcg"]),
+            f"popularity_ndcg_at_{config.n}": float(base_row["ndcg"]),
+            "beats_popularity": bool(champ_row["candidate"] != base_row["candidate"]),
             "model_run_id": model_run_id,
         },
     )
     yield dg.MaterializeResult(
         asset_key="recommendation_metrics",
         metadata={
-            "dagster/row_count": len(table),
+            "dagster/row_count": len(metrics_rows),
             "split_date": str(split),
             "candidates": dg.MetadataValue.md(summary.round(4).to_markdown(index=False)),
             "model_run_id": model_run_id,
@@ -366,26 +390,14 @@ def recommendations(
 
 
 def _metric_dict(row: dict, k: int) -> dict[str, float]:
-    names = (
-        "precision",
-        "recall",
-        "f1",
-        "ndcg",
-        "map",
-        "hit_rate",
-        "mrr",
-        "coverage",
-        "diversity",
-        "novelty",
-        "fit_seconds",
-    )
-    return {
-        f"{m}_at_{k}"
-        if m not in ("coverage", "diversity", "novelty", "fit_seconds", "mrr")
-        else m: float(row[m])
-        for m in names
-        if row.get(m) is not None and np.isfinite(row[m])
-    }
+    at_k = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
+    plain = ("mrr", "coverage", "diversity", "novelty", "fit_seconds")
+    out = {}
+    for m in at_k + plain:
+        value = row.get(m)
+        if value is not None and np.isfinite(value):
+            out[f"{m}_at_{k}" if m in at_k else m] = float(value)
+    return out
 
 
 @dg.asset(

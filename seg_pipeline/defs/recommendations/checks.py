@@ -93,7 +93,7 @@ def recommendations_respect_rules(duckdb: DuckDBResource) -> dg.AssetCheckResult
 def champion_quality_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         rows = con.execute(
-            "select as_of, ndcg from recommendation_metrics where is_champion "
+            "select as_of, ndcg from recommendation_metrics where is_champion and segment = 'all' "
             "order by as_of desc limit 2"
         ).fetchall()
     if len(rows) < 2:
@@ -107,5 +107,33 @@ def champion_quality_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
             "ndcg_now": float(now),
             "ndcg_before": float(before),
             "relative_drop": float(drop),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="recommendation_metrics",
+    blocking=False,
+    description="Warns when no model beat popularity, so the popularity list was published.",
+)
+def champion_beats_popularity(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        rows = con.execute(
+            """
+            select candidate, ndcg, is_champion, is_baseline from recommendation_metrics
+            where segment = 'all' and as_of = (select max(as_of) from recommendation_metrics)
+              and (is_champion or is_baseline)
+            """
+        ).fetchall()
+    champion = next(r for r in rows if r[2])
+    baseline = next(r for r in rows if r[3])
+    return dg.AssetCheckResult(
+        passed=bool(not champion[3]),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "champion": champion[0],
+            "champion_ndcg": float(champion[1]),
+            "popularity": baseline[0],
+            "popularity_ndcg": float(baseline[1]),
         },
     )

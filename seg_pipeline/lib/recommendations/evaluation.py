@@ -1,13 +1,16 @@
-"""Offline evaluation on a time split, and the choice of the champion.
+"""Offline evaluation on a time split, a small hyperparameter search, and the champion.
 
-Every candidate is fitted on the history before the split and asked for its top-k for each
-customer; the held-out purchases of new items after the split are the truth. The champion is the
-candidate with the best NDCG@k; it is published only if it beats popularity, otherwise popularity
-is published (a tuned popularity list is a strong baseline on basket data).
+Every candidate configuration is fitted on the history before the split and asked for its top-k
+for each customer; the purchases of items new to the customer after the split are the truth.
+The search is small on purpose: a few settings per model family, plus blends of the best
+collaborative models with content and popularity. The champion is the configuration with the
+best NDCG@k; it is published only if it beats the best popularity list, otherwise that list is
+(a tuned popularity list is a strong baseline on basket data).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,15 +21,77 @@ import scipy.sparse as sp
 
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
-from seg_pipeline.lib.recommendations.models import Recommender
+from seg_pipeline.lib.recommendations.models import (
+    ALSRecommender,
+    BPRRecommender,
+    ContentRecommender,
+    HybridRecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+    Recommender,
+    SegmentPopularityRecommender,
+)
+
+BASELINE_FAMILY = "popularity"
 
 
 @dataclass
 class Evaluation:
-    """Metrics per candidate (one row each) and the champion's name."""
+    """Metrics per candidate configuration, per segment, and the champion."""
 
     table: pd.DataFrame
-    champion: str
+    by_segment: pd.DataFrame
+    champion: Recommender
+    champion_key: str
+
+
+def default_grid(
+    *, factors: Sequence[int] = (64, 128), search: bool = True, random_state: int = 42
+) -> list[Recommender]:
+    """The candidate configurations; ``search=False`` keeps one per family (for large data)."""
+    if not search:
+        return [
+            PopularityRecommender(window_days=90),
+            SegmentPopularityRecommender(window_days=90),
+            ALSRecommender(factors=factors[0], random_state=random_state),
+            ItemKNNRecommender(weighting="bm25", k=100),
+        ]
+    grid: list[Recommender] = [
+        PopularityRecommender(),
+        PopularityRecommender(window_days=30),
+        PopularityRecommender(window_days=90),
+        SegmentPopularityRecommender(),
+        SegmentPopularityRecommender(window_days=90),
+        ContentRecommender(k=50),
+        BPRRecommender(factors=factors[0], learning_rate=0.05, random_state=random_state),
+    ]
+    for f in factors:
+        for reg in (0.01, 0.1):
+            grid.append(
+                ALSRecommender(factors=f, regularization=reg, alpha=1.0, random_state=random_state)
+            )
+    for weighting in ("cosine", "tfidf", "bm25"):
+        for k in (50, 200):
+            grid.append(ItemKNNRecommender(weighting=weighting, k=k))
+    return grid
+
+
+def _key(model: Recommender) -> str:
+    params = ",".join(f"{k}={v}" for k, v in model.params().items() if not isinstance(v, dict))
+    return f"{model.name}({params})" if params else model.name
+
+
+def _score(model, train, relevant, users, k, blocked, categories, popularity, segments):
+    recs = model.recommend(users, train.purchased, k, blocked=blocked).items
+    row = ranking_metrics(recs, relevant[users], k)
+    row |= beyond_accuracy(recs, categories, popularity, k)
+    per_segment = []
+    if segments is not None:
+        for code in np.unique(segments[users]):
+            mask = segments[users] == code
+            seg = ranking_metrics(recs[mask], relevant[users[mask]], k)
+            per_segment.append({"segment_code": int(code), **seg})
+    return row, per_segment
 
 
 def evaluate(
@@ -35,48 +100,117 @@ def evaluate(
     relevant: sp.csr_matrix,
     *,
     k: int = 10,
-    item_categories: np.ndarray | None = None,
     blocked: np.ndarray | None = None,
-    baseline: str = "popularity",
+    hybrids: bool = True,
 ) -> Evaluation:
-    """Fit and score each candidate; return their metrics and the champion.
+    """Fit and score every candidate (and blends of the best), and choose the champion.
 
     Parameters
     ----------
     candidates : sequence of Recommender
-        Unfitted models with distinct ``name`` values; one must be named ``baseline``.
+        Unfitted models; at least one of the ``popularity`` family.
     train : InteractionMatrix
         History before the split.
     relevant : csr_matrix
-        Held-out items per user (same shape as ``train``).
+        Held-out new items per user (same shape as ``train``).
     k : int
         List length.
-    item_categories : ndarray of int, optional
-        Category code per item column, for the diversity metric.
     blocked : ndarray of int, optional
         Item columns never to recommend (unavailable).
-    baseline : str
-        Name of the candidate every other must beat.
+    hybrids : bool
+        Also try blends of the best collaborative models with content and popularity.
     """
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
-    categories = item_categories if item_categories is not None else np.zeros(train.shape[1], int)
-    binary = (train.weights > 0).astype(np.float32)
-    popularity = np.asarray(binary.sum(axis=0)).ravel() / max(train.shape[0], 1)
-    rows = []
-    for model in candidates:
+    categories = (
+        train.item_categories
+        if train.item_categories is not None
+        else np.zeros(train.shape[1], int)
+    )
+    popularity = np.asarray((train.weights > 0).sum(axis=0)).ravel() / max(train.shape[0], 1)
+    segments = train.user_segments
+    rows, seg_rows, fitted = [], [], {}
+
+    def run(model: Recommender) -> None:
         started = time.perf_counter()
-        model.fit(train.weights)
+        model.fit(train)
         fit_seconds = time.perf_counter() - started
-        recs = model.recommend(users, train.purchased, k, blocked=blocked).items
-        row = {"model": model.name, "params": model.params(), "fit_seconds": fit_seconds}
-        row |= ranking_metrics(recs, relevant[users], k)
-        row |= beyond_accuracy(recs, categories, popularity, k)
-        rows.append(row)
+        row, per_segment = _score(
+            model, train, relevant, users, k, blocked, categories, popularity, segments
+        )
+        key = _key(model)
+        fitted[key] = model
+        rows.append(
+            {
+                "candidate": key,
+                "model": model.name,
+                "params": model.params(),
+                "fit_seconds": fit_seconds,
+                **row,
+            }
+        )
+        seg_rows.extend({"candidate": key, **s} for s in per_segment)
+
+    for model in candidates:
+        run(model)
     table = pd.DataFrame(rows)
-    if baseline not in set(table["model"]):
-        raise ValueError(f"no candidate is named {baseline!r}")
-    best = table.sort_values(["ndcg", "model"], ascending=[False, True]).iloc[0]
-    base_ndcg = float(table.loc[table["model"] == baseline, "ndcg"].iloc[0])
-    champion = str(best["model"]) if float(best["ndcg"]) > base_ndcg else baseline
-    table["is_champion"] = table["model"] == champion
-    return Evaluation(table=table, champion=champion)
+    if hybrids:
+        for blend in _blends(table, fitted):
+            run(blend)
+        table = pd.DataFrame(rows)
+    if BASELINE_FAMILY not in set(table["model"]):
+        raise ValueError("the candidates need at least one popularity model as the baseline")
+    ordered = table.sort_values(["ndcg", "candidate"], ascending=[False, True])
+    best = ordered.iloc[0]
+    baseline = ordered[ordered["model"] == BASELINE_FAMILY].iloc[0]
+    champion_key = best["candidate"] if best["ndcg"] > baseline["ndcg"] else baseline["candidate"]
+    table["is_champion"] = table["candidate"] == champion_key
+    table["is_baseline"] = table["candidate"] == baseline["candidate"]
+    by_segment = pd.DataFrame(seg_rows)
+    if len(by_segment) and train.segment_names:
+        names = np.array(list(train.segment_names) + ["(no segment)"], dtype=object)
+        by_segment["segment_name"] = names[by_segment["segment_code"].to_numpy()]
+    return Evaluation(
+        table=table,
+        by_segment=by_segment,
+        champion=_unfitted(fitted[champion_key]),
+        champion_key=champion_key,
+    )
+
+
+def _blends(table: pd.DataFrame, fitted: dict[str, Recommender]) -> list[Recommender]:
+    """Blends of the best ALS/BPR and best item-KNN with content and the best popularity list."""
+
+    def best_of(names: tuple[str, ...]) -> Recommender | None:
+        rows = table[table["model"].str.startswith(names)].sort_values("ndcg", ascending=False)
+        return _unfitted(fitted[rows.iloc[0]["candidate"]]) if len(rows) else None
+
+    factor = best_of(("als", "bpr"))
+    knn = best_of(("item_knn",))
+    pop = best_of(("popularity",))
+    content = best_of(("content",))
+    parts = [m for m in (factor, knn) if m is not None]
+    if not parts:
+        return []
+    blends = [
+        [(m, 1.0) for m in parts],
+        [(m, 1.0) for m in parts] + ([(pop, 0.3)] if pop else []),
+        [(m, 1.0) for m in parts] + ([(content, 0.2)] if content else []),
+    ]
+    out, seen = [], set()
+    for blend in blends:
+        model = HybridRecommender(components=[(copy.deepcopy(m), w) for m, w in blend])
+        if _key(model) not in seen:
+            seen.add(_key(model))
+            out.append(model)
+    return out
+
+
+def _unfitted(model: Recommender) -> Recommender:
+    """A fresh copy with the same settings and nothing learned, to refit on all data."""
+    clone = copy.copy(model)
+    for attr in list(vars(clone)):
+        if attr.endswith("_") and not attr.startswith("_"):
+            setattr(clone, attr, None)
+    if isinstance(clone, HybridRecommender):
+        clone.components = [(_unfitted(m), w) for m, w in model.components]
+    return clone

@@ -13,6 +13,7 @@ from datetime import date
 
 import duckdb
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 
@@ -33,12 +34,20 @@ class InteractionMatrix:
 
     ``user_ids[u]`` and ``item_ids[i]`` are the text ids of row ``u`` and column ``i``.
     Columns cover the whole item catalogue, so items nobody interacted with still have a column.
+    ``days_ago`` has the same sparsity as ``weights`` and holds 1 + the days between a pair's last
+    event and the cut-off, for recency-windowed popularity. Item side information (category code,
+    text) and each user's segment code (-1 for none) feed the content and segment models.
     """
 
     user_ids: np.ndarray
     item_ids: np.ndarray
     weights: sp.csr_matrix
     purchased: sp.csr_matrix
+    days_ago: sp.csr_matrix | None = None
+    item_categories: np.ndarray | None = None
+    item_text: np.ndarray | None = None
+    user_segments: np.ndarray | None = None
+    segment_names: list[str] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -62,7 +71,8 @@ def load_interactions(
     cur.execute(
         f"""
         create or replace temp table _items_idx as
-        select item_id, (row_number() over (order by item_id) - 1)::integer as i
+        select item_id, (row_number() over (order by item_id) - 1)::integer as i,
+               category, concat_ws(' ', title, description, category) as text
         from {items_table}
         """
     )
@@ -74,7 +84,9 @@ def load_interactions(
                 $w_purchase * sum(n_orders) + $w_cart * sum(n_carts) + $w_view * sum(n_views)
                 + $w_rating * coalesce((sum(rating_sum) / nullif(sum(n_ratings), 0) - 3) / 2, 0)
                 - $w_return * sum(n_returns))::float as weight,
-            sum(n_orders) > 0 as purchased
+            sum(n_orders) > 0 as purchased,
+            date_diff('day', max(event_date), coalesce($before, max(max(event_date)) over () + 1))
+                as days_ago
         from {daily_table}
         where $before is null or event_date < $before
         group by customer_id, item_id
@@ -98,10 +110,12 @@ def load_interactions(
     user_ids = cur.execute("select customer_id from _users_idx order by u").fetchnumpy()[
         "customer_id"
     ]
-    item_ids = cur.execute("select item_id from _items_idx order by i").fetchnumpy()["item_id"]
+    items = cur.execute("select item_id, category, text from _items_idx order by i").fetchnumpy()
+    item_ids = items["item_id"]
+    segments, segment_names = _user_segments(cur, len(user_ids))
     cols = cur.execute(
         """
-        select u.u, i.i, p.weight, p.purchased
+        select u.u, i.i, p.weight, p.purchased, p.days_ago
         from _pairs p
         join _users_idx u using (customer_id)
         join _items_idx i using (item_id)
@@ -118,13 +132,49 @@ def load_interactions(
     purchased = sp.csr_matrix(
         (np.ones(bought.sum(), dtype=np.float32), (rows[bought], columns[bought])), shape=shape
     )
+    days = sp.csr_matrix(
+        (np.asarray(cols["days_ago"], dtype=np.float32) + 1, (rows, columns)), shape=shape
+    )
+    keep = weight.copy()
+    keep.data = np.ones_like(keep.data)
+    days = days.multiply(keep).tocsr()
     weight.eliminate_zeros()
+    days.eliminate_zeros()
     return InteractionMatrix(
         user_ids=np.asarray(user_ids, dtype=object),
         item_ids=np.asarray(item_ids, dtype=object),
         weights=weight,
         purchased=purchased,
+        days_ago=days,
+        item_categories=pd.factorize(np.asarray(items["category"], dtype=object))[0],
+        item_text=np.asarray(items["text"], dtype=object),
+        user_segments=segments,
+        segment_names=segment_names,
     )
+
+
+def _user_segments(cur, n_users: int) -> tuple[np.ndarray, list[str]]:
+    """Segment code per matrix row (-1 for none) from customer_segments, when that table exists."""
+    exists = cur.execute(
+        "select count(*) from information_schema.tables where table_name = 'customer_segments'"
+    ).fetchall()[0][0]
+    codes = np.full(n_users, -1, dtype=np.int64)
+    if not exists:
+        return codes, []
+    names = [
+        r[0]
+        for r in cur.execute(
+            "select distinct segment_name from customer_segments order by 1"
+        ).fetchall()
+    ]
+    rows = cur.execute(
+        """
+        select u.u, s.segment_name from customer_segments s join _users_idx u using (customer_id)
+        """
+    ).fetchnumpy()
+    lookup = {name: code for code, name in enumerate(names)}
+    codes[np.asarray(rows["u"], dtype=np.int64)] = [lookup[n] for n in rows["segment_name"]]
+    return codes, names
 
 
 def load_heldout_purchases(

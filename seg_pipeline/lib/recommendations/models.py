@@ -1,8 +1,13 @@
-"""Recommender models behind one small interface: fit on a users × items CSR, score in batches.
+"""Recommender models behind one small interface: fit on an InteractionMatrix, score in batches.
 
-Each model's ``recommend`` returns item columns and scores for a batch of users, never an item in
-``exclude`` (the purchased mask) or in ``blocked`` (unavailable items). Scoring runs in batches so
-memory stays bounded by ``batch_size × n_items`` whatever the number of customers.
+Every model's ``recommend`` returns item columns and scores for a batch of users, never an item
+in ``exclude`` (the purchased mask) or in ``blocked`` (unavailable items), optionally with at most
+``max_per_category`` items of one category per list. Scoring runs in batches so memory stays
+bounded by ``batch_size × n_items`` whatever the number of customers.
+
+Each model also says how its recommendations are explained (``reason``): by the purchased item
+that drove the score ("because"), by content similarity ("similar"), or by popularity ("popular",
+"segment").
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
 from implicit.nearest_neighbours import (
     BM25Recommender,
     CosineRecommender,
@@ -20,7 +26,11 @@ from implicit.nearest_neighbours import (
     bm25_weight,
 )
 from implicit.utils import ParameterWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
 from threadpoolctl import threadpool_limits
+
+from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
+from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, explain_by_vectors
 
 
 @dataclass
@@ -31,16 +41,54 @@ class Recommendations:
     scores: np.ndarray
 
 
+def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    k = min(n, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+
+def _cap_categories(top, top_scores, categories, cap: int, n: int):
+    """Keep at most ``cap`` items per category in each row, in score order, up to ``n`` items."""
+    rows = np.arange(top.shape[0])
+    n_cat = int(categories.max()) + 1
+    counts = np.zeros((top.shape[0], n_cat), dtype=np.int32)
+    taken = np.zeros(top.shape[0], dtype=np.int32)
+    out = np.full((top.shape[0], n), -1, dtype=np.int64)
+    out_scores = np.full((top.shape[0], n), -np.inf, dtype=np.float32)
+    for j in range(top.shape[1]):
+        item = top[:, j]
+        valid = np.isfinite(top_scores[:, j]) & (taken < n)
+        cat = categories[np.clip(item, 0, None)]
+        ok = valid & (counts[rows, cat] < cap)
+        r = rows[ok]
+        out[r, taken[r]] = item[r]
+        out_scores[r, taken[r]] = top_scores[r, j]
+        counts[r, cat[r]] += 1
+        taken[r] += 1
+    return out, out_scores
+
+
 class Recommender:
-    """Base class. Subclasses set ``name`` and implement ``fit`` and ``_score``."""
+    """Base class. Subclasses set ``name`` and ``reason`` and implement ``fit`` and ``score``."""
 
     name = "base"
+    reason = "because"
 
     def params(self) -> dict:
         return {}
 
-    def fit(self, weights: sp.csr_matrix) -> Recommender:
+    def fit(self, data: InteractionMatrix) -> Recommender:
         raise NotImplementedError
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """Dense scores (len(users) × n_items); higher is better."""
+        raise NotImplementedError
+
+    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """The history item column behind each recommendation, or -1."""
+        return np.full(recs.shape, -1, dtype=np.int64)
 
     def recommend(
         self,
@@ -49,59 +97,112 @@ class Recommender:
         n: int,
         *,
         blocked: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        max_per_category: int | None = None,
         batch_size: int = 2048,
     ) -> Recommendations:
-        """Top-``n`` unseen items for each row index in ``users``.
-
-        ``exclude`` is a users × items matrix (all users); its non-zeros are never recommended.
-        A list is padded with -1 when fewer than ``n`` items are eligible.
-        """
+        """Top-``n`` eligible items for each row index in ``users`` (-1 pads a short list)."""
         out_items = np.full((len(users), n), -1, dtype=np.int64)
         out_scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+        capped = max_per_category is not None and categories is not None and categories.max() > 0
         for start in range(0, len(users), batch_size):
             batch = np.asarray(users[start : start + batch_size])
-            scores = np.asarray(self._score(batch), dtype=np.float32)
+            scores = np.array(self.score(batch), dtype=np.float32)
             mask = exclude[batch]
             scores[np.repeat(np.arange(len(batch)), np.diff(mask.indptr)), mask.indices] = -np.inf
             if blocked is not None and len(blocked):
                 scores[:, blocked] = -np.inf
-            k = min(n, scores.shape[1])
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
+            if capped:
+                top, top_scores = _top_n(scores, n * 4)
+                top, top_scores = _cap_categories(top, top_scores, categories, max_per_category, n)
+            else:
+                top, top_scores = _top_n(scores, n)
             top[~np.isfinite(top_scores)] = -1
-            out_items[start : start + len(batch), :k] = top
-            out_scores[start : start + len(batch), :k] = top_scores
+            out_items[start : start + len(batch), : top.shape[1]] = top
+            out_scores[start : start + len(batch), : top.shape[1]] = top_scores
         return Recommendations(items=out_items, scores=out_scores)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+
+def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    out = matrix.copy().astype(np.float32)
+    out.data = np.ones_like(out.data)
+    return out
+
+
+def _recent(data: InteractionMatrix, window_days: int | None) -> sp.csr_matrix:
+    """Binary customer × item interactions, only those within ``window_days`` of the cut-off."""
+    binary = _binary(data.weights)
+    if window_days is None or data.days_ago is None:
+        return binary
+    recent = data.days_ago.copy()
+    recent.data = (recent.data <= window_days + 1).astype(np.float32)
+    recent.eliminate_zeros()
+    return recent
 
 
 @dataclass
 class PopularityRecommender(Recommender):
-    """Everyone gets the items bought by the most distinct customers: the baseline to beat."""
+    """Everyone gets the items most customers interacted with (optionally in a recent window)."""
 
+    window_days: int | None = None
     name: str = "popularity"
+    reason: str = "popular"
     popularity_: np.ndarray | None = field(default=None, repr=False)
 
-    def fit(self, weights: sp.csr_matrix) -> PopularityRecommender:
-        binary = weights.copy()
-        binary.data = np.ones_like(binary.data)
-        counts = np.asarray(binary.sum(axis=0)).ravel()
+    def params(self) -> dict:
+        return {"window_days": self.window_days}
+
+    def fit(self, data: InteractionMatrix) -> PopularityRecommender:
+        counts = np.asarray(_recent(data, self.window_days).sum(axis=0)).ravel()
         # A tiny rank-based tie-break keeps the order deterministic among equally popular items.
         self.popularity_ = counts + 1e-6 * (1 - np.arange(len(counts)) / max(len(counts), 1))
         return self
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.popularity_, (len(users), len(self.popularity_))).copy()
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity_, (len(users), len(self.popularity_)))
+
+
+@dataclass
+class SegmentPopularityRecommender(Recommender):
+    """Items most popular in the customer's own segment; the shop's for customers without one."""
+
+    window_days: int | None = None
+    name: str = "segment_popularity"
+    reason: str = "segment"
+    table_: np.ndarray | None = field(default=None, repr=False)
+    segments_: np.ndarray | None = field(default=None, repr=False)
+
+    def params(self) -> dict:
+        return {"window_days": self.window_days}
+
+    def fit(self, data: InteractionMatrix) -> SegmentPopularityRecommender:
+        recent = _recent(data, self.window_days)
+        segments = (
+            data.user_segments if data.user_segments is not None else np.full(recent.shape[0], -1)
+        )
+        n_seg = int(segments.max()) + 1
+        overall = np.asarray(recent.sum(axis=0)).ravel()
+        table = np.tile(overall / max(recent.shape[0], 1), (n_seg + 1, 1))
+        if n_seg > 0:
+            known = segments >= 0
+            onehot = sp.csr_matrix(
+                (np.ones(known.sum(), dtype=np.float32), (segments[known], np.flatnonzero(known))),
+                shape=(n_seg, recent.shape[0]),
+            )
+            sizes = np.maximum(np.asarray(onehot.sum(axis=1)).ravel(), 1)
+            table[:n_seg] = (onehot @ recent).toarray() / sizes[:, None]
+        tie = 1e-9 * (1 - np.arange(table.shape[1]) / max(table.shape[1], 1))
+        self.table_ = table + tie
+        self.segments_ = segments
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return self.table_[self.segments_[users]]  # row -1 is the shop-wide row
 
 
 @dataclass
 class ALSRecommender(Recommender):
-    """implicit's ALS on BM25-weighted confidences (the weighting implicit's own examples use)."""
+    """implicit's ALS, on BM25-weighted confidences by default (as implicit's own examples)."""
 
     factors: int = 64
     regularization: float = 0.05
@@ -121,7 +222,8 @@ class ALSRecommender(Recommender):
             "bm25": self.bm25,
         }
 
-    def fit(self, weights: sp.csr_matrix) -> ALSRecommender:
+    def fit(self, data: InteractionMatrix) -> ALSRecommender:
+        weights = data.weights
         matrix = bm25_weight(weights, K1=100, B=0.8).tocsr() if self.bm25 else weights
         # implicit parallelises across its own threads; nested multi-threaded BLAS only slows it
         # (implicit checks the BLAS setting when the model is created, so both go inside).
@@ -138,12 +240,47 @@ class ALSRecommender(Recommender):
         self.model_ = model
         return self
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
+    def score(self, users: np.ndarray) -> np.ndarray:
         return self.model_.user_factors[users] @ self.model_.item_factors.T
 
     @property
     def item_vectors(self) -> np.ndarray:
         return self.model_.item_factors
+
+    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        return explain_by_vectors(recs, history, self.item_vectors)[0]
+
+
+@dataclass
+class BPRRecommender(ALSRecommender):
+    """implicit's Bayesian Personalised Ranking: optimises the ranking of bought over unbought."""
+
+    factors: int = 64
+    learning_rate: float = 0.05
+    regularization: float = 0.01
+    iterations: int = 100
+    name: str = "bpr"
+
+    def params(self) -> dict:
+        return {
+            "factors": self.factors,
+            "learning_rate": self.learning_rate,
+            "regularization": self.regularization,
+            "iterations": self.iterations,
+        }
+
+    def fit(self, data: InteractionMatrix) -> BPRRecommender:
+        with threadpool_limits(limits=1, user_api="blas"):
+            model = BayesianPersonalizedRanking(
+                factors=self.factors,
+                learning_rate=self.learning_rate,
+                regularization=self.regularization,
+                iterations=self.iterations,
+                random_state=self.random_state,
+            )
+            model.fit(_binary(data.weights).tocsr(), show_progress=False)
+        self.model_ = model
+        return self
 
 
 _KNN = {"cosine": CosineRecommender, "tfidf": TFIDFRecommender, "bm25": BM25Recommender}
@@ -165,23 +302,127 @@ class ItemKNNRecommender(Recommender):
     def params(self) -> dict:
         return {"weighting": self.weighting, "k": self.k}
 
-    def fit(self, weights: sp.csr_matrix) -> ItemKNNRecommender:
+    def fit(self, data: InteractionMatrix) -> ItemKNNRecommender:
         if self.weighting not in _KNN:
             raise ValueError(f"unknown item-KNN weighting {self.weighting!r}; use {sorted(_KNN)}")
         self.model_ = _KNN[self.weighting](K=self.k)
         with warnings.catch_warnings():
             # implicit's own TF-IDF/BM25 weighting passes its fit a COO matrix, then warns about it.
             warnings.simplefilter("ignore", ParameterWarning)
-            self.model_.fit(weights.astype(np.float32).tocsr(), show_progress=False)
-        self.weights_ = weights.tocsr().astype(np.float32)
+            self.model_.fit(data.weights.astype(np.float32).tocsr(), show_progress=False)
+        self.weights_ = data.weights.tocsr().astype(np.float32)
         return self
 
     @property
     def similarity(self) -> sp.csr_matrix:
         return self.model_.similarity.tocsr()
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
+    def score(self, users: np.ndarray) -> np.ndarray:
         return (self.weights_[users] @ self.similarity).toarray()
+
+    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        # implicit scores item j as sum_i w_ui * sim[i, j]: the explaining term lives in column j.
+        return explain_by_similarity(recs, history, self.similarity.T.tocsr())[0]
+
+
+def content_similarity(texts: np.ndarray, k: int) -> sp.csr_matrix:
+    """Item-item cosine similarity of TF-IDF vectors of the item text, top ``k`` per item."""
+    docs = [str(t) if t is not None else "" for t in texts]
+    if not any(d.strip() for d in docs):
+        return sp.csr_matrix((len(docs), len(docs)), dtype=np.float32)
+    tfidf = TfidfVectorizer(min_df=1, ngram_range=(1, 2), sublinear_tf=True, max_features=50_000)
+    vectors = tfidf.fit_transform(docs).astype(np.float32)
+    rows, cols, vals = [], [], []
+    for start in range(0, vectors.shape[0], 1024):
+        block = (vectors[start : start + 1024] @ vectors.T).toarray()
+        np.fill_diagonal(block[:, start : start + block.shape[0]], 0)
+        kk = min(k, block.shape[1] - 1) if block.shape[1] > 1 else 0
+        if kk <= 0:
+            continue
+        top = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+        top_vals = np.take_along_axis(block, top, axis=1)
+        keep = top_vals > 0
+        rows.append(np.repeat(np.arange(start, start + block.shape[0]), kk)[keep.ravel()])
+        cols.append(top[keep])
+        vals.append(top_vals[keep])
+    n = vectors.shape[0]
+    if not rows:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+
+
+@dataclass
+class ContentRecommender(Recommender):
+    """Items whose title and description read like what the customer bought (TF-IDF, cosine).
+
+    It needs no interactions on the recommended item, so it reaches items nobody bought yet.
+    """
+
+    k: int = 50
+    name: str = "content_tfidf"
+    reason: str = "similar"
+    similarity_: sp.csr_matrix | None = field(default=None, repr=False)
+    weights_: sp.csr_matrix | None = field(default=None, repr=False)
+
+    def params(self) -> dict:
+        return {"k": self.k}
+
+    def fit(self, data: InteractionMatrix) -> ContentRecommender:
+        texts = data.item_text if data.item_text is not None else data.item_ids
+        # Similarity runs from a bought item to its neighbours: transpose so rows are targets.
+        self.similarity_ = content_similarity(texts, self.k).T.tocsr()
+        self.weights_ = _binary(data.weights)
+        return self
+
+    @property
+    def similarity(self) -> sp.csr_matrix:
+        return self.similarity_
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return (self.weights_[users] @ self.similarity_.T).toarray()
+
+    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        return explain_by_similarity(recs, history, self.similarity_)[0]
+
+
+def _row_normalise(scores: np.ndarray) -> np.ndarray:
+    """Scale each row to [0, 1] by its maximum, so models on different scales can be blended."""
+    top = scores.max(axis=1, keepdims=True)
+    return np.where(top > 0, np.clip(scores, 0, None) / np.where(top > 0, top, 1), 0)
+
+
+@dataclass
+class HybridRecommender(Recommender):
+    """A weighted blend of row-normalised scores of fitted component models."""
+
+    components: list[tuple[Recommender, float]] = field(default_factory=list)
+    name: str = "hybrid"
+
+    def params(self) -> dict:
+        blend = " + ".join(f"{w:g}*{m.name}" for m, w in self.components)
+        return {"blend": blend, **{m.name: m.params() for m, _ in self.components}}
+
+    def fit(self, data: InteractionMatrix) -> HybridRecommender:
+        for model, _ in self.components:
+            model.fit(data)
+        return self
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        total = None
+        for model, weight in self.components:
+            part = weight * _row_normalise(np.asarray(model.score(users), dtype=np.float32))
+            total = part if total is None else total + part
+        return total
+
+    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        because = np.full(recs.shape, -1, dtype=np.int64)
+        for model, _ in self.components:
+            if model.reason in ("because", "similar"):
+                found = model.explain(recs, history)
+                because = np.where(because >= 0, because, found)
+        return because
 
 
 def top_similar_items(

@@ -64,7 +64,8 @@ def explain_by_similarity(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each recommendation, the history item with the largest item-item similarity.
 
-    Returns arrays shaped like ``recs``; -1 where no history item is a neighbour.
+    ``similarity[target, source]`` is how much having ``source`` supports recommending
+    ``target``. Returns arrays shaped like ``recs``; -1 where no history item is a neighbour.
     """
     n_users, n = recs.shape
     flat = recs.ravel()

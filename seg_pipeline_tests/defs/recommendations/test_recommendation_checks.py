@@ -2,6 +2,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from seg_pipeline.defs.recommendations.checks import (
+    champion_beats_popularity,
     champion_quality_stable,
     full_list_per_customer,
     recommendations_respect_rules,
@@ -71,13 +72,40 @@ def test_short_list_fails(duckdb_resource):
     assert result.metadata["customers_with_wrong_list"].value == 1
 
 
+def _metrics(con, rows):
+    con.execute(
+        "create or replace table recommendation_metrics (as_of date, segment varchar, "
+        "candidate varchar, ndcg double, is_champion boolean, is_baseline boolean)"
+    )
+    con.executemany("insert into recommendation_metrics values (?, ?, ?, ?, ?, ?)", rows)
+
+
 def test_ndcg_drop_warns(duckdb_resource):
     with duckdb_resource.get_connection() as con:
-        con.execute(
-            "create table recommendation_metrics as select * from (values "
-            "(date '2025-01-01', 0.30, true), (date '2025-01-02', 0.20, true), "
-            "(date '2025-01-02', 0.25, false)) t(as_of, ndcg, is_champion)"
+        _metrics(
+            con,
+            [
+                ("2025-01-01", "all", "als", 0.30, True, False),
+                ("2025-01-02", "all", "als", 0.20, True, False),
+                ("2025-01-02", "S1", "als", 0.90, True, False),  # per-segment rows do not count
+                ("2025-01-02", "all", "popularity", 0.25, False, True),
+            ],
         )
     result = champion_quality_stable(duckdb=duckdb_resource)
     assert not result.passed
     assert result.metadata["relative_drop"].value == pytest.approx(1 / 3)
+    assert champion_beats_popularity(duckdb=duckdb_resource).passed
+
+
+def test_popularity_champion_warns(duckdb_resource):
+    with duckdb_resource.get_connection() as con:
+        _metrics(
+            con,
+            [
+                ("2025-01-02", "all", "als", 0.20, False, False),
+                ("2025-01-02", "all", "popularity", 0.25, True, True),
+            ],
+        )
+    result = champion_beats_popularity(duckdb=duckdb_resource)
+    assert not result.passed
+    assert result.metadata["popularity_ndcg"].value == pytest.approx(0.25)

@@ -17,6 +17,16 @@ from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, expl
 N_USERS, N_ITEMS = 40, 12
 
 
+def _data(matrix, **extra):
+    return InteractionMatrix(
+        user_ids=np.array([f"u{i:02d}" for i in range(matrix.shape[0])], dtype=object),
+        item_ids=np.array([f"i{i:02d}" for i in range(matrix.shape[1])], dtype=object),
+        weights=sp.csr_matrix(matrix),
+        purchased=sp.csr_matrix(matrix),
+        **extra,
+    )
+
+
 def _two_taste_matrix(seed=0):
     """Users 0-19 buy from items 0-5, users 20-39 from items 6-11; each user misses some items."""
     rng = np.random.default_rng(seed)
@@ -40,7 +50,7 @@ def _two_taste_matrix(seed=0):
 )
 def test_models_recommend_within_taste_group_and_never_purchased(model):
     matrix = _two_taste_matrix()
-    model.fit(matrix)
+    model.fit(_data(matrix))
     recs = model.recommend(np.arange(N_USERS), matrix, 2)
     group_of_item = recs.items // 6
     group_of_user = (np.arange(N_USERS) >= 20).astype(int)[:, None]
@@ -51,7 +61,7 @@ def test_models_recommend_within_taste_group_and_never_purchased(model):
 
 def test_blocked_items_and_padding():
     matrix = _two_taste_matrix()
-    model = PopularityRecommender().fit(matrix)
+    model = PopularityRecommender().fit(_data(matrix))
     blocked = np.array([0, 6])
     recs = model.recommend(np.arange(N_USERS), matrix, N_ITEMS, blocked=blocked)
     assert not np.isin(recs.items, blocked).any()
@@ -63,7 +73,7 @@ def test_blocked_items_and_padding():
 
 def test_popularity_orders_by_distinct_buyers():
     matrix = sp.csr_matrix(np.array([[1, 0, 5], [1, 1, 0], [1, 0, 0]], dtype=np.float32))
-    model = PopularityRecommender().fit(matrix)
+    model = PopularityRecommender().fit(_data(matrix))
     recs = model.recommend(np.array([0]), sp.csr_matrix((3, 3)), 3)
     assert recs.items[0].tolist() == [0, 1, 2]
 
@@ -96,19 +106,15 @@ def test_evaluation_prefers_a_model_that_learns_taste_over_popularity():
         group = np.arange(0, 6) if u < 20 else np.arange(6, 12)
         unseen = [i for i in group if train[u, i] == 0]
         held[u, rng.choice(unseen)] = 1
-    matrix = InteractionMatrix(
-        user_ids=np.array([f"u{i:02d}" for i in range(N_USERS)], dtype=object),
-        item_ids=np.array([f"i{i:02d}" for i in range(N_ITEMS)], dtype=object),
-        weights=train,
-        purchased=train,
-    )
     result = evaluate(
         [PopularityRecommender(), ItemKNNRecommender(weighting="cosine", k=10)],
-        matrix,
+        _data(train),
         sp.csr_matrix(held),
         k=2,
+        hybrids=False,
     )
     table = result.table.set_index("model")
-    assert result.champion == "item_knn_cosine"
+    assert result.champion.name == "item_knn_cosine"
+    assert result.champion.model_ is None  # handed back unfitted, to refit on all data
     assert table.loc["item_knn_cosine", "ndcg"] > table.loc["popularity", "ndcg"]
     assert table["is_champion"].sum() == 1

@@ -1,0 +1,94 @@
+"""Turn a fitted champion into the published lists: business rules, cold start and reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
+from seg_pipeline.lib.recommendations.models import Recommender, SegmentPopularityRecommender
+
+REASON_CODES = {"because": 0, "similar": 1, "popular": 2, "segment": 3}
+
+
+@dataclass
+class Lists:
+    """Long-form lists: row ``k`` recommends column ``items[k]`` to user ``users[k]``."""
+
+    users: np.ndarray
+    ranks: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+    because: np.ndarray
+    reason: np.ndarray
+    source: np.ndarray  # 0 = champion, 1 = cold-start popularity
+
+
+def exclusion_mask(data: InteractionMatrix, repeatable: np.ndarray | None) -> sp.csr_matrix:
+    """Purchased items, except those the configuration marks repeatable."""
+    mask = data.purchased.tocsr().copy()
+    if repeatable is not None and len(repeatable):
+        keep = np.ones(mask.shape[1], dtype=np.float32)
+        keep[repeatable] = 0
+        mask = mask @ sp.diags(keep)
+        mask.eliminate_zeros()
+    return mask.tocsr()
+
+
+def build_lists(
+    champion: Recommender,
+    data: InteractionMatrix,
+    n: int,
+    *,
+    blocked: np.ndarray | None = None,
+    repeatable: np.ndarray | None = None,
+    max_per_category: int | None = None,
+    cold_window_days: int | None = 90,
+) -> Lists:
+    """Recommend ``n`` items to every user of ``data`` with a fitted ``champion``.
+
+    Customers who never bought anything take the cold-start path: the popular items of their
+    segment, or of the whole shop when they have none. An item nobody interacted with can still
+    appear through the champion's content similarity; its reason then says "Similar to".
+    """
+    exclude = exclusion_mask(data, repeatable)
+    bought = np.diff(data.purchased.indptr) > 0
+    warm, cold = np.flatnonzero(bought), np.flatnonzero(~bought)
+    kwargs = {
+        "blocked": blocked,
+        "categories": data.item_categories,
+        "max_per_category": max_per_category,
+    }
+    parts = []
+    if len(warm):
+        recs = champion.recommend(warm, exclude, n, **kwargs)
+        because = champion.explain(recs.items, data.weights[warm])
+        reason = np.full(recs.items.shape, REASON_CODES.get(champion.reason, 0))
+        if champion.reason == "because":
+            no_interactions = np.diff(data.weights.tocsc().indptr) == 0
+            cold_item = no_interactions[np.clip(recs.items, 0, None)] & (because >= 0)
+            reason = np.where(cold_item, REASON_CODES["similar"], reason)
+            reason = np.where(because < 0, REASON_CODES["popular"], reason)
+        parts.append((warm, recs, because, reason, 0))
+    if len(cold):
+        fallback = SegmentPopularityRecommender(window_days=cold_window_days).fit(data)
+        recs = fallback.recommend(cold, exclude, n, **kwargs)
+        segments = (
+            data.user_segments[cold] if data.user_segments is not None else np.full(len(cold), -1)
+        )
+        reason = np.where(segments[:, None] >= 0, REASON_CODES["segment"], REASON_CODES["popular"])
+        reason = np.broadcast_to(reason, recs.items.shape)
+        parts.append((cold, recs, np.full(recs.items.shape, -1), reason, 1))
+    out = {key: [] for key in ("users", "ranks", "items", "scores", "because", "reason", "source")}
+    for users, recs, because, reason, source in parts:
+        valid = recs.items >= 0
+        out["users"].append(np.repeat(users, n)[valid.ravel()])
+        out["ranks"].append(np.cumsum(valid, axis=1)[valid])
+        out["items"].append(recs.items[valid])
+        out["scores"].append(recs.scores[valid].astype(np.float64))
+        out["because"].append(because[valid])
+        out["reason"].append(np.asarray(reason)[valid])
+        out["source"].append(np.full(valid.sum(), source))
+    return Lists(**{k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in out.items()})

@@ -1,0 +1,130 @@
+"""The newer candidates, business rules and the cold-start path, on matrices with known answers."""
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
+from seg_pipeline.lib.recommendations.models import (
+    ALSRecommender,
+    ContentRecommender,
+    HybridRecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+    SegmentPopularityRecommender,
+)
+from seg_pipeline.lib.recommendations.publishing import REASON_CODES, build_lists
+from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
+
+
+def _data(dense, **extra):
+    m = sp.csr_matrix(np.asarray(dense, dtype=np.float32))
+    return InteractionMatrix(
+        user_ids=np.array([f"u{i}" for i in range(m.shape[0])], dtype=object),
+        item_ids=np.array([f"i{i}" for i in range(m.shape[1])], dtype=object),
+        weights=m,
+        purchased=m.copy(),
+        **extra,
+    )
+
+
+def test_recent_window_changes_popularity():
+    dense = [[1, 1, 0], [1, 0, 1], [0, 0, 1]]
+    days = sp.csr_matrix(np.array([[100, 5, 0], [100, 0, 3], [0, 0, 2]], dtype=np.float32))
+    data = _data(dense, days_ago=days)
+    assert PopularityRecommender().fit(data).popularity_.argmax() == 0  # item 0: 2 buyers, old
+    assert PopularityRecommender(window_days=30).fit(data).popularity_.argmax() == 2  # recent
+
+
+def test_segment_popularity_uses_the_customers_segment():
+    dense = [[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+    data = _data(dense, user_segments=np.array([0, 0, 1, 1, 1, -1]), segment_names=["a", "b"])
+    model = SegmentPopularityRecommender().fit(data)
+    top = model.recommend(np.arange(6), sp.csr_matrix((6, 4)), 1).items[:, 0]
+    assert top.tolist() == [0, 0, 1, 1, 1, 1]  # the segment-less customer gets the shop's top
+
+
+def test_content_model_reaches_items_nobody_bought():
+    texts = np.array(
+        ["red wool scarf", "blue wool scarf", "garden spade", "red wool hat"], dtype=object
+    )
+    data = _data([[1, 0, 0, 0], [0, 0, 1, 0]], item_text=texts)
+    model = ContentRecommender(k=3).fit(data)
+    recs = model.recommend(np.array([0]), data.purchased, 2).items[0]
+    assert set(recs) == {1, 3}  # both wool items, though item 3 has no interactions at all
+    because = model.explain(np.array([[3]]), data.weights[[0]])
+    assert because.tolist() == [[0]]
+
+
+def test_category_cap_limits_items_per_category():
+    dense = np.zeros((2, 8))
+    dense[:, 7] = 1
+    pop = PopularityRecommender().fit(_data(dense + np.arange(8)[None, :] * 0))
+    pop.popularity_ = np.array([9, 8, 7, 6, 5, 4, 3, 0], dtype=float)
+    categories = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    recs = pop.recommend(
+        np.array([0]), sp.csr_matrix((2, 8)), 4, categories=categories, max_per_category=2
+    ).items[0]
+    assert recs.tolist() == [0, 1, 4, 5]
+
+
+def test_hybrid_blends_and_explains():
+    rng = np.random.default_rng(0)
+    dense = (rng.random((30, 10)) < 0.3).astype(float)
+    data = _data(dense)
+    hybrid = HybridRecommender(
+        components=[(ItemKNNRecommender(k=5), 1.0), (PopularityRecommender(), 0.5)]
+    ).fit(data)
+    scores = hybrid.score(np.arange(30))
+    assert scores.shape == (30, 10)
+    assert scores.max() <= 1.5 + 1e-6
+    assert hybrid.params()["blend"] == "1*item_knn_cosine + 0.5*popularity"
+
+
+def test_lists_apply_rules_cold_start_and_reasons():
+    dense = np.zeros((4, 6))
+    dense[0, [0, 1]] = 1
+    dense[1, [0, 2]] = 1
+    dense[2, [1, 2]] = 1  # user 3 has bought nothing: the cold-start path
+    data = _data(
+        dense,
+        user_segments=np.array([0, 0, 1, 1]),
+        segment_names=["a", "b"],
+        item_categories=np.zeros(6, dtype=int),
+    )
+    champion = ItemKNNRecommender(k=5).fit(data)
+    lists = build_lists(champion, data, 3, blocked=np.array([5]), repeatable=np.array([0]))
+    frame = pd.DataFrame(vars(lists))
+    assert not ((frame["users"] == 0) & frame["items"].isin([1])).any()  # bought, not repeatable
+    assert not (frame["items"] == 5).any()  # blocked
+    cold = frame[frame["users"] == 3]
+    assert (cold["source"] == 1).all() and (cold["reason"] == REASON_CODES["segment"]).all()
+    warm = frame[frame["users"] < 3]
+    assert (
+        warm.groupby("users")["ranks"].apply(list).map(lambda r: r == list(range(1, len(r) + 1)))
+    ).all()
+    assert set(warm["reason"]) <= {REASON_CODES["because"], REASON_CODES["popular"]}
+
+
+def test_exported_champion_serves_from_a_history(tmp_path):
+    rng = np.random.default_rng(1)
+    dense = np.zeros((40, 12))
+    for u in range(40):
+        group = np.arange(0, 6) if u < 20 else np.arange(6, 12)
+        dense[u, rng.choice(group, 4, replace=False)] = 1
+    data = _data(dense)
+    model = HybridRecommender(
+        components=[
+            (ALSRecommender(factors=2, iterations=20, regularization=0.01, bm25=False), 1.0),
+            (ItemKNNRecommender(k=10), 1.0),
+        ]
+    ).fit(data)
+    export_model(model, data.item_ids, tmp_path / "m")
+    served = HistoryRecommender()
+    served.load_context(type("Ctx", (), {"artifacts": {"model_dir": str(tmp_path / "m")}})())
+    out = served.predict(
+        None, pd.DataFrame({"history": [["i0", "i1"], ["i7", "i8", "i9"]], "n": [3, 3]})
+    )
+    first, second = out["recommendations"]
+    assert all(int(i[1:]) < 6 for i in first) and not {"i0", "i1"} & set(first)
+    assert all(int(i[1:]) >= 6 for i in second)
