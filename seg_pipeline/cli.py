@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from seg_pipeline.lib.paths import DEFAULT_DATABASE
@@ -177,7 +178,13 @@ def run_pipeline(
     )
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     started = time.perf_counter()
-    with open(log_path, "a") as log, contextlib.redirect_stdout(log):
+    with (
+        open(log_path, "a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
         result = job.execute_in_process(
             instance=instance, raise_on_error=False, run_config={"loggers": {"progress": {}}}
         )

@@ -50,24 +50,34 @@ def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cap_categories(top, top_scores, categories, cap: int, n: int):
-    """Keep at most ``cap`` items per category in each row, in score order, up to ``n`` items."""
+    """Keep at most ``cap`` items per category in each row, in score order, up to ``n`` items.
+
+    When the candidates cannot fill a list within the cap (a shop with two categories, say), the
+    remaining slots take the best candidates regardless of category: a full list beats a short
+    one. The result is re-sorted by score.
+    """
     rows = np.arange(top.shape[0])
     n_cat = int(categories.max()) + 1
     counts = np.zeros((top.shape[0], n_cat), dtype=np.int32)
     taken = np.zeros(top.shape[0], dtype=np.int32)
+    used = np.zeros(top.shape, dtype=bool)
     out = np.full((top.shape[0], n), -1, dtype=np.int64)
     out_scores = np.full((top.shape[0], n), -np.inf, dtype=np.float32)
-    for j in range(top.shape[1]):
-        item = top[:, j]
-        valid = np.isfinite(top_scores[:, j]) & (taken < n)
-        cat = categories[np.clip(item, 0, None)]
-        ok = valid & (counts[rows, cat] < cap)
-        r = rows[ok]
-        out[r, taken[r]] = item[r]
-        out_scores[r, taken[r]] = top_scores[r, j]
-        counts[r, cat[r]] += 1
-        taken[r] += 1
-    return out, out_scores
+    for capped in (True, False):
+        for j in range(top.shape[1]):
+            item = top[:, j]
+            ok = np.isfinite(top_scores[:, j]) & (taken < n) & ~used[:, j]
+            cat = categories[np.clip(item, 0, None)]
+            if capped:
+                ok &= counts[rows, cat] < cap
+            r = rows[ok]
+            out[r, taken[r]] = item[r]
+            out_scores[r, taken[r]] = top_scores[r, j]
+            counts[r, cat[r]] += 1
+            taken[r] += 1
+            used[r, j] = True
+    order = np.argsort(-out_scores, axis=1, kind="stable")
+    return np.take_along_axis(out, order, axis=1), np.take_along_axis(out_scores, order, axis=1)
 
 
 class Recommender:

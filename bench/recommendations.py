@@ -1,0 +1,271 @@
+"""Offline benchmark of the recommenders on a time split, end to end through the pipeline.
+
+For each data set the pipeline runs as a user would on the split date (``seg-pipeline run
+--as-of SPLIT``): it sees only the history before the split, picks its champion on its own
+validation window, and publishes ``customer_recommendations``. The benchmark then scores those
+published lists on the purchases after the split, counting only items new to each customer, and
+in the same run fits every candidate and implicit's README-style ALS (BM25 weighting, 64
+factors) on the same history for comparison.
+
+    python bench/recommendations.py                      # synthetic shop and Online Retail
+    python bench/recommendations.py --datasets synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seg_pipeline.lib.ingest import ingest_events  # noqa: E402
+from seg_pipeline.lib.recommendations.evaluation import default_grid, evaluate  # noqa: E402
+from seg_pipeline.lib.recommendations.interactions import (  # noqa: E402
+    load_heldout_purchases,
+    load_interactions,
+)
+from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics  # noqa: E402
+from seg_pipeline.lib.recommendations.models import ALSRecommender  # noqa: E402
+from seg_pipeline.lib.synthetic import generate_shop, write_shop  # noqa: E402
+
+ONLINE_RETAIL = ROOT.parent / "shared" / "datasets" / "online_retail.csv.gz"
+K = 10
+
+
+def _datasets(out: Path, names: list[str]) -> list[dict]:
+    sets = []
+    if "synthetic" in names:
+        files = write_shop(generate_shop(), out / "synthetic" / "input")
+        sets.append(
+            {
+                "name": "synthetic",
+                "events": files["events"],
+                "items": files["items"],
+                "format": "canonical",
+                "split": date(2025, 11, 1),
+            }
+        )
+    if "online_retail" in names:
+        if ONLINE_RETAIL.exists():
+            sets.append(
+                {
+                    "name": "online_retail",
+                    "events": ONLINE_RETAIL,
+                    "items": None,
+                    "format": "online_retail",
+                    "split": date(2011, 9, 1),
+                }
+            )
+        else:
+            print(f"skipping online_retail: {ONLINE_RETAIL} not found")
+    return sets
+
+
+def _run_pipeline(ds: dict, workdir: Path) -> tuple[float, float, Path]:
+    """Run `seg-pipeline run --as-of SPLIT` in a child process; return wall s, peak RSS MB, db."""
+    database = workdir / "published.duckdb"
+    for stale in workdir.glob("published*"):
+        stale.unlink()
+    args = [
+        sys.executable,
+        "-m",
+        "seg_pipeline.cli",
+        "run",
+        "--events",
+        str(ds["events"]),
+        "--format",
+        ds["format"],
+        "--as-of",
+        ds["split"].isoformat(),
+        "--database",
+        str(database),
+        "--quiet",
+    ]
+    if ds["items"]:
+        args += ["--items", str(ds["items"])]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline failed on {ds['name']}: {proc.stderr.strip()}")
+    return wall, max(peak, before) / 1024, database
+
+
+def _truth(ds: dict, workdir: Path, train) -> object:
+    """Held-out purchases after the split of items new to each customer, as a CSR on `train`."""
+    con = duckdb.connect(str(workdir / "truth.duckdb"))
+    ingest_events(con, ds["events"], fmt=ds["format"], run_id="bench", max_bad_share=0.9)
+    con.execute(
+        """
+        create or replace table int_customer_item_daily as
+        select customer_id, item_id, event_ts::date as event_date,
+               count(distinct order_id) filter (where event_type = 'purchase') as n_orders
+        from raw_events where customer_id is not null group by all
+        """
+    )
+    relevant = load_heldout_purchases(con, train, ds["split"])
+    con.close()
+    return relevant
+
+
+def _published_recs(database: Path, train) -> np.ndarray:
+    con = duckdb.connect(str(database), read_only=True)
+    frame = con.execute("select customer_id, rank, item_id from customer_recommendations").df()
+    con.close()
+    recs = np.full((train.shape[0], K), -1, dtype=np.int64)
+    u = np.searchsorted(train.user_ids, frame["customer_id"].to_numpy(dtype=object))
+    i = np.searchsorted(train.item_ids, frame["item_id"].to_numpy(dtype=object))
+    ok = (frame["rank"].to_numpy() <= K) & (u < train.shape[0]) & (i < train.shape[1])
+    recs[u[ok], frame["rank"].to_numpy()[ok] - 1] = i[ok]
+    return recs
+
+
+def bench(ds: dict, out: Path) -> pd.DataFrame:
+    workdir = out / ds["name"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"\n== {ds['name']}: split at {ds['split']}, scored on items new to each customer")
+    wall, rss, database = _run_pipeline(ds, workdir)
+    print(
+        f"pipeline (seg-pipeline run --as-of {ds['split']}): {wall:.1f} s wall, "
+        f"peak RSS {rss:,.0f} MB"
+    )
+    work = duckdb.connect(str(workdir / "published_work.duckdb"), read_only=True)
+    train = load_interactions(work)
+    published = duckdb.connect(str(database), read_only=True)
+    chosen = published.execute(
+        "select candidate from recommendation_metrics where is_champion and segment = 'all'"
+    ).fetchall()[0][0]
+    published.close()
+    work.close()
+    relevant = _truth(ds, workdir, train)
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    print(
+        f"train: {train.shape[0]:,} customers × {train.shape[1]:,} items; "
+        f"test: {len(users):,} customers with {relevant.nnz:,} new purchases"
+    )
+
+    popularity = np.asarray((train.weights > 0).sum(axis=0)).ravel() / train.shape[0]
+    categories = train.item_categories
+    recs = _published_recs(database, train)[users]
+    rows = [
+        {
+            "candidate": f"PUBLISHED champion: {chosen}",
+            **ranking_metrics(recs, relevant[users], K),
+            **beyond_accuracy(recs, categories, popularity, K),
+            "fit_seconds": np.nan,
+            "peak_mb": np.nan,
+        }
+    ]
+
+    readme = ALSRecommender(
+        factors=64,
+        regularization=0.01,
+        alpha=1.0,
+        iterations=15,
+        bm25=True,
+        name="implicit_readme_als",
+    )
+    tracemalloc.start()
+    started = time.perf_counter()
+    readme.fit(train)
+    fit_seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    r = readme.recommend(users, train.purchased, K).items
+    rows.append(
+        {
+            "candidate": "implicit README ALS (bm25, 64 factors)",
+            **ranking_metrics(r, relevant[users], K),
+            **beyond_accuracy(r, categories, popularity, K),
+            "fit_seconds": fit_seconds,
+            "peak_mb": peak,
+        }
+    )
+
+    tracemalloc.start()
+    evaluation = evaluate(default_grid(), train, relevant, k=K)
+    grid_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    table = evaluation.table.assign(peak_mb=grid_peak)
+    rows += table[
+        [
+            "candidate",
+            "precision",
+            "recall",
+            "f1",
+            "ndcg",
+            "map",
+            "hit_rate",
+            "mrr",
+            "coverage",
+            "diversity",
+            "novelty",
+            "fit_seconds",
+            "peak_mb",
+        ]
+    ].to_dict("records")
+    frame = pd.DataFrame(rows)
+    cols = [
+        "candidate",
+        "precision",
+        "recall",
+        "f1",
+        "ndcg",
+        "map",
+        "hit_rate",
+        "mrr",
+        "coverage",
+        "diversity",
+        "novelty",
+        "fit_seconds",
+        "peak_mb",
+    ]
+    frame = frame[cols].rename(
+        columns={m: f"{m}@{K}" for m in ("precision", "recall", "f1", "ndcg", "map", "hit_rate")}
+    )
+    print(frame.round(4).to_string(index=False))
+    pub = frame.iloc[0][f"ndcg@{K}"]
+    base = frame.loc[frame["candidate"] == "popularity(window_days=None)", f"ndcg@{K}"].iloc[0]
+    best_pop = frame.loc[frame["candidate"].str.startswith("popularity("), f"ndcg@{K}"].max()
+    als = frame.iloc[1][f"ndcg@{K}"]
+    print(
+        f"published NDCG@{K} {pub:.4f}: {pub / base:.2f}× popularity ({base:.4f}), "
+        f"{pub / best_pop:.2f}× the best popularity window ({best_pop:.4f}), "
+        f"{pub / als:.2f}× implicit README ALS ({als:.4f})"
+    )
+    print("(peak_mb: peak traced numpy/Python allocation of the fit; for the grid, of all of it)")
+    return frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["synthetic", "online_retail"],
+        choices=["synthetic", "online_retail"],
+    )
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    for ds in _datasets(out, args.datasets):
+        bench(ds, out)
+
+
+if __name__ == "__main__":
+    main()
