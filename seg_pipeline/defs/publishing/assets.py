@@ -15,11 +15,12 @@ CONTRACT_TABLES = [
     "customer_recommendations",
     "item_similarities",
     "segment_recommendations",
+    "segment_migration",
     "item_catalog",
     "quarantined_events",
 ]
 # History tables keep rows of earlier runs by design.
-HISTORY_TABLES = ["recommendation_metrics"]
+HISTORY_TABLES = ["recommendation_metrics", "segment_history"]
 
 
 @dg.asset(deps=CONTRACT_TABLES + HISTORY_TABLES, group_name="publishing")

@@ -1,54 +1,133 @@
-"""Behavioural segments from K-Means on scaled, log-transformed RFM features."""
+"""Behavioural segments: a sweep of clustering candidates, chosen for quality and for forecasting.
 
+Thin on purpose: the numerical work lives in ``seg_pipeline.lib.segmentation``; this asset loads
+the features, runs the sweep, keeps segment ids stable against the previous run, and writes the
+segment tables, the history and the migration tables, the charts and the HTML report.
+"""
+
+import json
 import tempfile
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
+from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
-from seg_pipeline.defs.resources import MLflowTracking
+from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib import plots
-from seg_pipeline.lib.segmentation.features import rfm_matrix, scale
+from seg_pipeline.lib.segmentation.features import (
+    BEHAVIOUR_FEATURES,
+    RFM_FEATURES,
+    SKEWED,
+    feature_matrix,
+    informative,
+    scale,
+    transform_columns,
+)
+from seg_pipeline.lib.segmentation.forecast import eta_squared, log_target, omega_squared
+from seg_pipeline.lib.segmentation.identity import match_segments, next_ids
 from seg_pipeline.lib.segmentation.profiles import profile_segments
-from seg_pipeline.lib.segmentation.selection import select_kmeans
+from seg_pipeline.lib.segmentation.report import segment_report
+from seg_pipeline.lib.segmentation.selection import (
+    METHODS,
+    candidate_params,
+    choose,
+    fit_candidate,
+    nearest_centroid,
+)
+
+REGISTERED_MODEL = "seg_pipeline_segmenter"
 
 
 class SegmentationConfig(dg.Config):
-    """How many segments to consider and how to score them."""
+    """Which methods to sweep, over which sizes, and how to choose."""
 
+    methods: list[str] = Field(
+        default=["kmeans", "gmm", "agglomerative"],
+        description=f"Methods to sweep, from {', '.join(METHODS)}.",
+    )
+    linkage: str = Field(
+        default="ward", description="Agglomerative linkage: ward, complete, average or single."
+    )
+    features: str = Field(
+        default="behaviour",
+        description="'behaviour' (RFM plus tenure, order "
+        "value, interval, returns, category mix, trend) or 'rfm'.",
+    )
+    scaling: str = Field(default="robust", description="'robust' or 'standard' scaling.")
     k_min: int = Field(
         default=3,
         description="Smallest number of segments tried. Silhouette nearly always favours k=2 on "
-        "RFM data (buyers vs. lapsed), which is too coarse to act on, so the default starts at 3.",
+        "customer data (buyers vs. lapsed), which is too coarse to act on.",
     )
-    k_max: int = Field(
-        default=10, description="Largest number of segments tried (at most 10 by default)."
-    )
-    silhouette_sample: int = Field(
-        default=10_000, description="Customers sampled for the silhouette."
-    )
+    k_max: int = Field(default=10, description="Largest number of segments tried.")
+    max_segments: int = Field(default=10, description="Never publish more segments than this.")
     min_share: float = Field(
-        default=0.02, description="A k whose smallest segment is below this share is not chosen."
+        default=0.02, description="Smallest segment share a candidate may have."
     )
-    random_state: int = Field(default=42, description="Seed for K-Means and sampling.")
+    silhouette_tolerance: float = Field(
+        default=0.1, description="Candidates this close to the best silhouette compete on forecast."
+    )
+    silhouette_sample: int = Field(default=10_000, description="Customers sampled for silhouette.")
+    fit_sample: int = Field(default=5_000, description="Customers agglomerative/HDBSCAN fit on.")
+    refit: bool = Field(
+        default=True,
+        description="Re-fit tonight; off: assign customers to the "
+        "stored segments without re-fitting.",
+    )
+    match_distance: float = Field(
+        default=1.0,
+        description="Centroid distance (scaled units) "
+        "within which a segment keeps yesterday's id and name.",
+    )
+    random_state: int = Field(default=42, description="Seed for every model and sample.")
+
+
+def _load(con, snapshot: str) -> pd.DataFrame:
+    return con.execute(
+        "select * from customer_features where snapshot = $s order by customer_id", {"s": snapshot}
+    ).df()
+
+
+def _previous_model(con) -> pd.DataFrame | None:
+    exists = con.execute(
+        "select count(*) from information_schema.tables where table_name = 'segment_centroids'"
+    ).fetchall()[0][0]
+    return (
+        con.execute("select * from segment_centroids order by segment_id").df() if exists else None
+    )
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             "customer_segments",
-            deps=["customer_rfm"],
+            deps=["customer_features", "customer_rfm"],
             group_name="segmentation",
-            description="Each purchasing customer's behavioural segment.",
+            description="Each purchasing customer's segment.",
         ),
         dg.AssetSpec(
             "segment_profiles",
-            deps=["customer_rfm"],
+            deps=["customer_features", "customer_rfm"],
             group_name="segmentation",
-            description="Size, RFM statistics, name and description of each segment.",
+            description="Size, statistics, name and description of each segment.",
+        ),
+        dg.AssetSpec(
+            "segment_history",
+            deps=["customer_features", "customer_rfm"],
+            group_name="segmentation",
+            description="Every customer's segment and RFM segment per run date.",
+        ),
+        dg.AssetSpec(
+            "segment_migration",
+            deps=["customer_features", "customer_rfm"],
+            group_name="segmentation",
+            description="Customers moving between segments across the last two dates.",
         ),
     ],
     can_subset=False,
@@ -56,97 +135,219 @@ class SegmentationConfig(dg.Config):
 def behavioural_segments(
     context: dg.AssetExecutionContext,
     config: SegmentationConfig,
+    settings: PipelineSettings,
     duckdb: DuckDBResource,
     mlflow_tracking: MLflowTracking,
 ):
-    """Cluster customers on RFM with K-Means, choosing k by silhouette, and name the clusters."""
+    """Sweep clustering candidates, choose by silhouette and forecast power, keep ids stable."""
     import mlflow
 
+    unknown = sorted(set(config.methods) - set(METHODS))
+    if unknown:
+        raise dg.Failure(f"unknown segmentation method(s) {unknown}; use {list(METHODS)}")
     with duckdb.get_connection() as con:
+        current = _load(con, "current")
+        holdout = _load(con, "holdout")
         rfm = con.execute(
-            "select customer_id, recency_days, frequency, monetary, monetary_basis "
-            "from customer_rfm order by customer_id"
+            "select customer_id, r_score, f_score, m_score, monetary, rfm_segment, "
+            "monetary_basis, as_of from customer_rfm order by customer_id"
         ).df()
-    if len(rfm) < 3:
-        raise dg.Failure(f"only {len(rfm)} purchasing customers: too few to segment")
+        previous = _previous_model(con)
+    if len(current) < 3:
+        raise dg.Failure(f"only {len(current)} purchasing customers: too few to segment")
+    as_of = rfm["as_of"].iloc[0]
     basis = str(rfm["monetary_basis"].iloc[0])
-    x, scaler = scale(rfm_matrix(rfm))
-    selection = select_kmeans(
-        x,
-        range(config.k_min, config.k_max + 1),
-        random_state=config.random_state,
-        sample_size=config.silhouette_sample,
-        min_share=config.min_share,
+    wanted = BEHAVIOUR_FEATURES if config.features == "behaviour" else RFM_FEATURES
+    raw = feature_matrix(current, wanted)
+    keep = informative(raw)
+    features = tuple(f for f, k in zip(wanted, keep, strict=True) if k)
+    x, scaler = scale(raw[:, keep], config.scaling)
+    y_hold = (
+        log_target(holdout["next_period_value"].to_numpy(dtype=float)) if len(holdout) else None
     )
-    profiles = profile_segments(rfm, selection.labels, basis=basis)
-    segment_of_label = dict(zip(profiles["label"], profiles["segment_id"], strict=True))
-    name_of_label = dict(zip(profiles["label"], profiles["segment_name"], strict=True))
-    chosen = selection.candidates.loc[selection.candidates["chosen"]].iloc[0]
-    selection_png = plots.selection_chart(selection.candidates)
-    sizes_png = plots.sizes_chart(profiles)
+    x_hold = (
+        scale(feature_matrix(holdout, features), config.scaling)[0] if len(holdout) > 20 else None
+    )
+    opts = {
+        "random_state": config.random_state,
+        "sample_size": config.silhouette_sample,
+        "fit_sample_size": config.fit_sample,
+        "linkage": config.linkage,
+    }
 
-    with mlflow_tracking.start_run(context, "segmentation", run_name="kmeans") as parent:
+    can_reuse = (
+        previous is not None
+        and len(previous)
+        and json.loads(previous["features"].iloc[0]) == list(features)
+    )
+    rows, candidates = [], []
+    if config.refit or not can_reuse:
+        for method in config.methods:
+            for param in candidate_params(method, range(config.k_min, config.k_max + 1), len(x)):
+                try:
+                    cand = fit_candidate(x, method, param, **opts)
+                except ValueError as exc:
+                    context.log.warning(f"{method} {param}: {exc}")
+                    continue
+                row = {"method": method, "param": cand.param, **cand.metrics}
+                if x_hold is not None and cand.n_segments >= 2:
+                    hold_param = cand.n_segments if method != "hdbscan" else param
+                    hold = fit_candidate(x_hold, method, hold_param, **opts)
+                    row["forecast_eta2"] = eta_squared(hold.labels, y_hold)
+                    row["forecast_omega2"] = omega_squared(hold.labels, y_hold)
+                rows.append(row)
+                candidates.append(cand)
+        table = pd.DataFrame(rows)
+        chosen_idx = choose(
+            table,
+            max_segments=config.max_segments,
+            min_share=config.min_share,
+            silhouette_tolerance=config.silhouette_tolerance,
+        )
+        table["chosen"] = table.index == chosen_idx
+        chosen = candidates[chosen_idx]
+        labels, centroids = chosen.labels, chosen.centroids
+        method, param = chosen.method, chosen.param
+    else:
+        # Between re-fits: yesterday's segments, today's customers, nearest stored centroid.
+        stored = np.vstack(previous["centroid"].map(np.asarray).to_list())
+        centroids = scaler.transform(stored)
+        labels = nearest_centroid(x, centroids)
+        method, param = "assigned", str(previous["method"].iloc[0])
+        table = pd.DataFrame(
+            [{"method": method, "param": param, "n_segments": len(centroids), "chosen": True}]
+        )
+        chosen = None
+
+    # Stable identity: inherit ids and names from yesterday's matching segments.
+    profiles = profile_segments(current, labels, basis=basis)
+    label_order = profiles["label"].to_numpy()
+    if can_reuse:
+        prev_scaled = scaler.transform(np.vstack(previous["centroid"].map(np.asarray).to_list()))
+        inherited = match_segments(
+            centroids[label_order],
+            prev_scaled,
+            previous["segment_id"].tolist(),
+            max_distance=config.match_distance,
+        )
+        prev_names = dict(zip(previous["segment_id"], previous["segment_name"], strict=True))
+    else:
+        inherited, prev_names = [None] * len(profiles), {}
+    fresh = iter(next_ids([i for i in inherited if i] + list(prev_names), inherited.count(None)))
+    ids = [i if i else next(fresh) for i in inherited]
+    names = [prev_names.get(i, n) for i, n in zip(ids, profiles["segment_name"], strict=True)]
+    names = _unique(names, ids, inherited)
+    profiles["segment_id"], profiles["segment_name"] = ids, names
+    profiles = profiles.sort_values("segment_id", key=lambda s: s.str[1:].astype(int))
+    segment_of = dict(zip(profiles["label"], profiles["segment_id"], strict=True))
+    name_of = dict(zip(profiles["label"], profiles["segment_name"], strict=True))
+
+    rfm_eta = {}
+    if y_hold is not None and len(holdout):
+        for col in ("rfm_segment", "rfm_cell"):
+            rfm_eta[col] = (
+                eta_squared(holdout[col].to_numpy(), y_hold),
+                omega_squared(holdout[col].to_numpy(), y_hold),
+            )
+    chosen_row = table.loc[table["chosen"]].iloc[0].to_dict()
+
+    charts = {"Segment sizes": plots.sizes_chart(profiles), "RFM grid": plots.rfm_heatmap(rfm)}
+    if "silhouette" in table:
+        charts["Choosing the number of segments"] = plots.selection_chart(table)
+    tree = next((c.linkage_matrix for c in candidates if c.linkage_matrix is not None), None)
+    if tree is not None:
+        charts["Dendrogram"] = plots.dendrogram_chart(tree)
+
+    with mlflow_tracking.start_run(context, "segmentation", run_name="segment_selection") as parent:
         mlflow.log_params(
             {
-                "method": "kmeans",
-                "k_min": config.k_min,
-                "k_max": config.k_max,
-                "features": "log recency, frequency, monetary; standard-scaled",
-                "n_customers": len(rfm),
+                "methods": ",".join(config.methods),
+                "features": ",".join(features),
+                "scaling": config.scaling,
+                "k_range": f"{config.k_min}-{config.k_max}",
+                "chosen": f"{method} {param}",
+                "n_customers": len(current),
                 "monetary_basis": basis,
-                "random_state": config.random_state,
+                "refit": config.refit,
             }
         )
-        for row in selection.candidates.itertuples():
+        for row in rows:
             with mlflow_tracking.start_run(
                 context,
                 "segmentation",
-                run_name=f"kmeans_k{row.k}",
+                run_name=f"{row['method']} {row['param']}",
                 parent_run_id=parent.info.run_id,
             ):
-                mlflow.log_param("k", row.k)
+                mlflow.log_params({"method": row["method"], "param": row["param"]})
                 mlflow.log_metrics(
                     {
-                        m: float(getattr(row, m))
-                        for m in (
-                            "silhouette",
-                            "davies_bouldin",
-                            "calinski_harabasz",
-                            "inertia",
-                            "min_share",
-                        )
-                        if np.isfinite(getattr(row, m))
+                        k: float(v)
+                        for k, v in row.items()
+                        if isinstance(v, int | float) and np.isfinite(v)
                     }
                 )
-        mlflow.log_metrics(
-            {
-                "chosen_k": selection.best_k,
-                "silhouette": float(chosen["silhouette"]),
-                "inertia": float(chosen["inertia"]),
-            }
+        summary = {
+            k: float(v)
+            for k, v in chosen_row.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+        }
+        mlflow.log_metrics(summary)
+        for col, (eta, omega) in rfm_eta.items():
+            mlflow.log_metrics({f"{col}_forecast_eta2": eta, f"{col}_forecast_omega2": omega})
+        segmenter = make_pipeline(
+            FunctionTransformer(
+                transform_columns, kw_args={"skewed": [f in SKEWED for f in features]}
+            ),
+            scaler,
+            NearestCentroid().fit(
+                centroids[label_order], profiles.set_index("label").loc[label_order, "segment_id"]
+            ),
         )
         with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "k_selection.png").write_bytes(selection_png)
-            Path(tmp, "segment_sizes.png").write_bytes(sizes_png)
+            for name, png in charts.items():
+                Path(tmp, name.lower().replace(" ", "_") + ".png").write_bytes(png)
+            table.to_csv(Path(tmp, "candidates.csv"), index=False)
             profiles.drop(columns=["label"]).to_csv(Path(tmp, "segment_profiles.csv"), index=False)
             mlflow.log_artifacts(tmp, artifact_path="report")
         mlflow.sklearn.log_model(
-            make_pipeline(scaler, selection.model), name="model", pip_requirements=["scikit-learn"]
+            segmenter,
+            name="segmenter",
+            pip_requirements=["scikit-learn"],
+            registered_model_name=REGISTERED_MODEL,
+            # The pipeline's first step is our own picklable function; skops must be told so.
+            skops_trusted_types=["seg_pipeline.lib.segmentation.features.transform_columns"],
         )
         model_run_id = parent.info.run_id
 
-    segments = rfm[["customer_id"]].copy()
-    segments["segment_id"] = [segment_of_label[label] for label in selection.labels]
-    segments["segment_name"] = [name_of_label[label] for label in selection.labels]
-    segments["method"] = "kmeans"
+    segments = current[["customer_id"]].copy()
+    segments["segment_id"] = [segment_of[label] for label in labels]
+    segments["segment_name"] = [name_of[label] for label in labels]
+    segments["method"] = method
     segments["model_run_id"] = model_run_id
     segments["run_id"] = context.run_id
-    table = profiles.drop(columns=["label"]).assign(
-        method="kmeans", model_run_id=model_run_id, run_id=context.run_id
+    table_out = profiles.drop(columns=["label"]).assign(
+        method=method, model_run_id=model_run_id, run_id=context.run_id
+    )
+    raw_centroids = np.vstack([raw[:, keep][labels == label].mean(axis=0) for label in label_order])
+    # Centroids are kept before scaling: tomorrow's scaler maps them into tomorrow's space.
+    stored = pd.DataFrame(
+        {
+            "segment_id": [segment_of[label] for label in label_order],
+            "segment_name": [name_of[label] for label in label_order],
+            "centroid": [list(map(float, c)) for c in raw_centroids],
+            "features": json.dumps(list(features)),
+            "method": f"{method} {param}",
+            "as_of": as_of,
+            "run_id": context.run_id,
+        }
     )
     with duckdb.get_connection() as con:
-        con.register("segments_df", segments)
-        con.register("profiles_df", table)
+        for name, frame in (
+            ("segments_df", segments),
+            ("profiles_df", table_out),
+            ("centroids_df", stored),
+        ):
+            con.register(name, frame)
         con.execute("begin transaction")
         con.execute(
             "create or replace table customer_segments as "
@@ -162,36 +363,177 @@ def behavioural_segments(
             from profiles_df
             """
         )
+        con.execute(
+            "create or replace table segment_centroids as "
+            "select * replace (centroid::double[] as centroid) from centroids_df"
+        )
+        _write_history(con, as_of, context.run_id)
+        con.execute(
+            """
+            create table if not exists segmentation_runs (as_of date, run_id varchar,
+                method varchar, param varchar, n_segments integer, silhouette double,
+                forecast_eta2 double, forecast_omega2 double, rfm_segment_eta2 double,
+                rfm_cell_eta2 double)
+            """
+        )
+        con.execute("delete from segmentation_runs where as_of = $a", {"a": as_of})
+        con.execute(
+            "insert into segmentation_runs values ($a, $r, $m, $p, $n, $s, $e, $o, $re, $ce)",
+            {
+                "a": as_of,
+                "r": context.run_id,
+                "m": method,
+                "p": param,
+                "n": len(profiles),
+                "s": chosen_row.get("silhouette"),
+                "e": chosen_row.get("forecast_eta2"),
+                "o": chosen_row.get("forecast_omega2"),
+                "re": rfm_eta.get("rfm_segment", (None, None))[0],
+                "ce": rfm_eta.get("rfm_cell", (None, None))[0],
+            },
+        )
         con.execute("commit")
+        migration = con.execute("select * from segment_migration where kind = 'behavioural'").df()
+        n_history, n_dates = con.execute(
+            "select count(*), count(distinct as_of) from segment_history"
+        ).fetchall()[0]
+
+    if len(migration) and migration["from_date"].notna().any():
+        matrix = migration.pivot_table(
+            index="from_segment",
+            columns="to_segment",
+            values="n_customers",
+            aggfunc="sum",
+            fill_value=0,
+        )
+        charts["Segment migration"] = plots.migration_chart(matrix, "Segment migration")
+    report_path = settings.published_path.with_name(
+        settings.published_path.stem + "_segment_report.html"
+    )
+    facts = {
+        "as of": str(as_of),
+        "method": f"{method} {param}",
+        "features": ", ".join(features),
+        "customers": f"{len(current):,}",
+    }
+    if "forecast_eta2" in chosen_row:
+        facts["next-period spend explained (eta²)"] = (
+            f"segments {chosen_row['forecast_eta2']:.3f}; named RFM segments "
+            f"{rfm_eta['rfm_segment'][0]:.3f}; 125 RFM cells {rfm_eta['rfm_cell'][0]:.3f}"
+        )
+    report_path.write_text(segment_report("Customer segments", profiles, charts, facts))
+    with mlflow_tracking.start_run(
+        context, "segmentation", run_name="report", parent_run_id=model_run_id
+    ):
+        mlflow.log_artifact(str(report_path), artifact_path="report")
 
     figures = {
-        "k": selection.best_k,
-        "silhouette": float(chosen["silhouette"]),
+        "method": f"{method} {param}",
+        "segments": len(profiles),
         "model_run_id": model_run_id,
+        "report": str(report_path),
+    }
+    for key in ("silhouette", "forecast_eta2", "forecast_omega2"):
+        if key in chosen_row and np.isfinite(chosen_row[key]):
+            figures[key] = float(chosen_row[key])
+    for col, (eta, omega) in rfm_eta.items():
+        figures[f"{col}_forecast_eta2"] = eta
+        figures[f"{col}_forecast_omega2"] = omega
+    md = {
+        name: dg.MetadataValue.md(plots.markdown_image(png, name)) for name, png in charts.items()
     }
     yield dg.MaterializeResult(
         asset_key="customer_segments",
         metadata={
             **figures,
             "dagster/row_count": len(segments),
-            "k_selection": dg.MetadataValue.md(
-                plots.markdown_image(selection_png, "silhouette and elbow")
-            ),
-            "candidates": dg.MetadataValue.md(
-                selection.candidates.round(4).to_markdown(index=False)
-            ),
+            "candidates": dg.MetadataValue.md(table.round(4).to_markdown(index=False)),
+            **{
+                k: v
+                for k, v in md.items()
+                if k in ("Choosing the number of segments", "Dendrogram")
+            },
         },
     )
     yield dg.MaterializeResult(
         asset_key="segment_profiles",
         metadata={
             **figures,
-            "dagster/row_count": len(table),
-            "segments": dg.MetadataValue.md(
-                table[["segment_id", "segment_name", "n_customers", "share", "description"]]
+            "dagster/row_count": len(table_out),
+            "segments_table": dg.MetadataValue.md(
+                table_out[["segment_id", "segment_name", "n_customers", "share", "description"]]
                 .round(3)
                 .to_markdown(index=False)
             ),
-            "sizes": dg.MetadataValue.md(plots.markdown_image(sizes_png, "segment sizes")),
+            **{k: v for k, v in md.items() if k in ("Segment sizes", "RFM grid")},
         },
+    )
+    yield dg.MaterializeResult(
+        asset_key="segment_history",
+        metadata={"dagster/row_count": n_history, "snapshot_dates": n_dates},
+    )
+    yield dg.MaterializeResult(
+        asset_key="segment_migration",
+        metadata={
+            "dagster/row_count": len(migration),
+            **{k: v for k, v in md.items() if k == "Segment migration"},
+        },
+    )
+
+
+def _unique(names: list[str], ids: list[str], inherited: list[str | None]) -> list[str]:
+    """Inherited names win; a new segment whose derived name is taken gets its id appended."""
+    taken = {n for n, i in zip(names, inherited, strict=True) if i}
+    out = []
+    for name, sid, inh in zip(names, ids, inherited, strict=True):
+        if not inh and name in taken:
+            name = f"{name} ({sid})"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _write_history(con, as_of, run_id: str) -> None:
+    """Snapshot today's segments into segment_history and rebuild segment_migration."""
+    con.execute(
+        """
+        create table if not exists segment_history (as_of date, customer_id varchar,
+            segment_id varchar, segment_name varchar, rfm_segment varchar, run_id varchar)
+        """
+    )
+    con.execute("delete from segment_history where as_of = $a", {"a": as_of})
+    con.execute(
+        """
+        insert into segment_history
+        select $a, s.customer_id, s.segment_id, s.segment_name, r.rfm_segment, $r
+        from customer_segments s join customer_rfm r using (customer_id)
+        """,
+        {"a": as_of, "r": run_id},
+    )
+    con.execute(
+        """
+        create or replace table segment_migration as
+        with dates as (select distinct as_of from segment_history order by as_of desc limit 2),
+        bounds as (select max(as_of) as to_date,
+                          case when count(*) = 2 then min(as_of) end as from_date from dates),
+        before as (select h.* from segment_history h, bounds where h.as_of = bounds.from_date),
+        after as (select h.* from segment_history h, bounds where h.as_of = bounds.to_date),
+        pairs as (
+            select 'behavioural' as kind, coalesce(b.segment_name, '(new)') as from_segment,
+                   coalesce(a.segment_name, '(gone)') as to_segment
+            from before b full outer join after a using (customer_id)
+            union all
+            select 'rfm', coalesce(b.rfm_segment, '(new)'), coalesce(a.rfm_segment, '(gone)')
+            from before b full outer join after a using (customer_id)
+        ),
+        counted as (select kind, from_segment, to_segment, count(*) as n_customers
+                    from pairs group by all)
+        select bounds.from_date, bounds.to_date, kind, from_segment, to_segment, n_customers,
+               n_customers / sum(n_customers) over (partition by kind, from_segment)
+                   as share_of_from,
+               $r as run_id
+        from counted, bounds
+        order by kind, from_segment, to_segment
+        """,
+        {"r": run_id},
     )

@@ -72,3 +72,29 @@ def no_dominant_segment(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"largest_share": float(largest)},
     )
+
+
+@dg.asset_check(
+    asset="customer_segments",
+    blocking=False,
+    description="Warns when the chosen silhouette fell by more than 25% since the last run date.",
+)
+def silhouette_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        rows = con.execute(
+            "select as_of, silhouette from segmentation_runs where silhouette is not null "
+            "order by as_of desc limit 2"
+        ).fetchall()
+    if len(rows) < 2:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no earlier run date to compare"})
+    (_, now), (_, before) = rows
+    drop = 1 - now / before if before > 0 else 0.0
+    return dg.AssetCheckResult(
+        passed=bool(drop <= 0.25),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "silhouette_now": float(now),
+            "silhouette_before": float(before),
+            "relative_drop": float(drop),
+        },
+    )

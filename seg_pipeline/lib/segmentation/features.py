@@ -1,17 +1,37 @@
 """Customer features for clustering.
 
-RFM values are heavily right-skewed (a few customers place hundreds of orders), and K-Means on raw
-values just isolates those few. A signed log followed by standard scaling gives clusters that
-reflect the bulk of the customer base.
+Spend, order counts and intervals are heavily right-skewed (a few customers place hundreds of
+orders), and K-Means on raw values just isolates those few. Skewed features get a signed log, then
+every feature is scaled (robust scaling by default, so outliers do not set the scale). Constant
+columns carry no information and are dropped rather than divided by zero.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import RobustScaler, StandardScaler
 
 RFM_FEATURES = ("recency_days", "frequency", "monetary")
+BEHAVIOUR_FEATURES = RFM_FEATURES + (
+    "tenure_days",
+    "avg_order_value",
+    "interpurchase_days_filled",
+    "return_rate",
+    "n_categories",
+    "top_category_share",
+    "activity_trend",
+)
+SKEWED = {
+    "recency_days",
+    "frequency",
+    "monetary",
+    "tenure_days",
+    "avg_order_value",
+    "interpurchase_days_filled",
+    "n_categories",
+    "activity_trend",
+}
 
 
 def signed_log1p(values: np.ndarray) -> np.ndarray:
@@ -20,24 +40,45 @@ def signed_log1p(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
 
-def rfm_matrix(rfm: pd.DataFrame) -> np.ndarray:
-    """Return the log-transformed RFM matrix (n_customers × 3), before scaling.
+def feature_matrix(frame: pd.DataFrame, features: tuple[str, ...] = RFM_FEATURES) -> np.ndarray:
+    """The transformed (not yet scaled) feature matrix, one row per customer.
 
     Raises
     ------
     ValueError
         If a feature column is missing or contains NaN.
     """
-    missing = [c for c in RFM_FEATURES if c not in rfm.columns]
+    missing = [c for c in features if c not in frame.columns]
     if missing:
-        raise ValueError(f"RFM frame lacks column(s) {missing}")
-    raw = rfm[list(RFM_FEATURES)].to_numpy(dtype=float)
+        raise ValueError(f"feature frame lacks column(s) {missing}")
+    raw = frame[list(features)].to_numpy(dtype=float)
     if np.isnan(raw).any():
-        raise ValueError("RFM features contain NaN; customer_rfm should never produce them")
-    return signed_log1p(raw)
+        bad = [f for f, col in zip(features, raw.T, strict=True) if np.isnan(col).any()]
+        raise ValueError(f"features contain NaN in {bad}")
+    skewed = np.array([f in SKEWED for f in features])
+    raw[:, skewed] = signed_log1p(raw[:, skewed])
+    return raw
 
 
-def scale(features: np.ndarray) -> tuple[np.ndarray, StandardScaler]:
-    """Standard-scale the features; constant columns are left at zero rather than divided by 0."""
-    scaler = StandardScaler().fit(features)
+def rfm_matrix(rfm: pd.DataFrame) -> np.ndarray:
+    """The log-transformed RFM matrix (n_customers × 3)."""
+    return feature_matrix(rfm, RFM_FEATURES)
+
+
+def informative(x: np.ndarray) -> np.ndarray:
+    """Boolean mask of columns that are not constant."""
+    return np.ptp(x, axis=0) > 1e-12
+
+
+def scale(features: np.ndarray, method: str = "standard") -> tuple[np.ndarray, object]:
+    """Scale features with ``standard`` or ``robust`` scaling; returns (scaled, fitted scaler)."""
+    scaler = {"standard": StandardScaler, "robust": RobustScaler}[method]().fit(features)
     return scaler.transform(features), scaler
+
+
+def transform_columns(x: np.ndarray, skewed: list[bool]) -> np.ndarray:
+    """Apply the signed log to the ``skewed`` columns; a picklable step for a saved model."""
+    x = np.array(x, dtype=float, copy=True)
+    mask = np.asarray(skewed, dtype=bool)
+    x[:, mask] = signed_log1p(x[:, mask])
+    return x

@@ -1,102 +1,201 @@
-"""Choose the number of segments.
+"""Fit segmentation candidates and choose one by a documented rule.
 
-Each candidate k is fitted and scored by silhouette (computed on a fixed-size sample, so the cost
-does not grow quadratically with customers), Davies-Bouldin, Calinski-Harabasz and inertia (the
-elbow). The rule: the highest silhouette, among candidates whose smallest cluster holds at least
-``min_share`` of customers, so that a tiny cluster of outliers never wins on silhouette alone.
+Methods: K-Means (MiniBatchKMeans above ``MINIBATCH_THRESHOLD`` customers), Gaussian mixture,
+agglomerative clustering (ward, complete, average or single linkage) and HDBSCAN. Agglomerative
+and HDBSCAN are fitted on a sample and every customer is then assigned to the nearest segment
+centroid, so cost stays bounded as customers grow; HDBSCAN's noise points are assigned the same
+way and counted (``noise_share``).
+
+Each candidate is scored on internal quality (silhouette and Davies-Bouldin on a sample,
+Calinski-Harabasz, inertia for the elbow, BIC for mixtures) and, when a forecast target is given,
+on usefulness: omega squared of next-period log spend across segments (see ``forecast.py``).
+
+The rule (``choose``): drop candidates with more than ``max_segments`` segments or a segment
+smaller than ``min_share``; keep those whose silhouette is within ``silhouette_tolerance`` of the
+best; among them take the highest forecast omega squared (the highest silhouette when there is
+no forecast), and the fewer segments on a tie.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans, MiniBatchKMeans
+from scipy.cluster.hierarchy import fcluster
+from scipy.cluster.hierarchy import linkage as scipy_linkage
+from sklearn.cluster import HDBSCAN, KMeans, MiniBatchKMeans
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.mixture import GaussianMixture
 
 MINIBATCH_THRESHOLD = 200_000
+METHODS = ("kmeans", "gmm", "agglomerative", "hdbscan")
+LINKAGES = ("ward", "complete", "average", "single")
+_TREES: dict = {}
 
 
 @dataclass
-class KMeansSelection:
-    """The chosen model and the scores of every candidate."""
+class Candidate:
+    """One fitted candidate: labels for every customer and the centroids that assign new ones."""
 
-    model: KMeans | MiniBatchKMeans
+    method: str
+    param: str
     labels: np.ndarray
-    best_k: int
-    candidates: pd.DataFrame
+    centroids: np.ndarray
+    metrics: dict = field(default_factory=dict)
+    model: object | None = None
+    linkage_matrix: np.ndarray | None = None
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.centroids)
 
 
-def _fit(x: np.ndarray, k: int, random_state: int) -> KMeans | MiniBatchKMeans:
-    if len(x) > MINIBATCH_THRESHOLD:
-        return MiniBatchKMeans(
-            n_clusters=k, random_state=random_state, n_init=3, batch_size=4096
-        ).fit(x)
-    return KMeans(n_clusters=k, random_state=random_state, n_init=4).fit(x)
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> np.ndarray:
+    """Index of the nearest centroid for each row, in batches to bound memory."""
+    out = np.empty(len(x), dtype=np.int64)
+    c2 = (centroids**2).sum(axis=1)
+    for start in range(0, len(x), batch):
+        block = x[start : start + batch]
+        out[start : start + batch] = np.argmin(c2[None, :] - 2 * block @ centroids.T, axis=1)
+    return out
 
 
-def select_kmeans(
+def _centroids(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids of the non-noise labels, and labels renumbered 0..k-1 (noise stays -1)."""
+    kept = np.unique(labels[labels >= 0])
+    remap = np.full(labels.max() + 2 if len(labels) else 1, -1)
+    remap[kept] = np.arange(len(kept))
+    relabelled = np.where(labels >= 0, remap[np.clip(labels, 0, None)], -1)
+    return np.vstack([x[relabelled == i].mean(axis=0) for i in range(len(kept))]), relabelled
+
+
+def _score(x, labels, centroids, sample, model=None) -> dict:
+    k = len(centroids)
+    sizes = np.bincount(labels, minlength=k)
+    s_labels = labels[sample]
+    ok = 1 < len(np.unique(s_labels)) < len(sample)
+    metrics = {
+        "n_segments": k,
+        "silhouette": float(silhouette_score(x[sample], s_labels)) if ok else float("nan"),
+        "davies_bouldin": float(davies_bouldin_score(x[sample], s_labels)) if ok else float("nan"),
+        "calinski_harabasz": float(calinski_harabasz_score(x[sample], s_labels))
+        if ok
+        else float("nan"),
+        "inertia": float(((x - centroids[labels]) ** 2).sum()),
+        "min_share": float(sizes.min() / len(x)) if k else 0.0,
+        "max_share": float(sizes.max() / len(x)) if k else 0.0,
+    }
+    if isinstance(model, GaussianMixture):
+        metrics["bic"] = float(model.bic(x[sample]))
+    return metrics
+
+
+def fit_candidate(
     x: np.ndarray,
-    k_values: range | list[int] = range(2, 11),
+    method: str,
+    param: int | str,
     *,
     random_state: int = 42,
     sample_size: int = 10_000,
-    min_share: float = 0.02,
-) -> KMeansSelection:
-    """Fit K-Means for each k and keep the best by silhouette (see the module docstring).
-
-    Parameters
-    ----------
-    x : ndarray of shape (n_samples, n_features)
-        Scaled features.
-    k_values : iterable of int
-        Candidate numbers of clusters; values ≥ n_samples are skipped.
-    random_state : int
-        Seed for K-Means and the silhouette sample.
-    sample_size : int
-        Customers used for the silhouette and Davies-Bouldin scores.
-    min_share : float
-        Smallest share a cluster may hold for its k to be eligible.
-
-    Returns
-    -------
-    KMeansSelection
-    """
-    ks = [k for k in k_values if 2 <= k < len(x)]
-    if not ks:
-        raise ValueError(f"need more than 2 customers to cluster, got {len(x)}")
+    fit_sample_size: int = 5_000,
+    linkage: str = "ward",
+) -> Candidate:
+    """Fit one candidate (``param`` is k, or HDBSCAN's ``min_cluster_size``)."""
     rng = np.random.default_rng(random_state)
     sample = rng.choice(len(x), size=min(sample_size, len(x)), replace=False)
-    rows, models = [], {}
-    for k in ks:
-        model = _fit(x, k, random_state)
-        labels = model.predict(x) if isinstance(model, MiniBatchKMeans) else model.labels_
-        sample_labels = labels[sample]
-        n_distinct = len(np.unique(sample_labels))
-        ok = 1 < n_distinct < len(sample)
-        sizes = np.bincount(labels, minlength=k)
-        rows.append(
-            {
-                "k": k,
-                "silhouette": silhouette_score(x[sample], sample_labels) if ok else float("nan"),
-                "davies_bouldin": davies_bouldin_score(x[sample], sample_labels)
-                if ok
-                else float("nan"),
-                "calinski_harabasz": calinski_harabasz_score(x[sample], sample_labels)
-                if ok
-                else float("nan"),
-                "inertia": float(model.inertia_),
-                "min_share": float(sizes.min() / len(x)),
-            }
-        )
-        models[k] = (model, labels)
-    candidates = pd.DataFrame(rows)
-    eligible = candidates[(candidates["min_share"] >= min_share) & candidates["silhouette"].notna()]
-    pool = eligible if len(eligible) else candidates.fillna({"silhouette": -1.0})
-    best_k = int(pool.sort_values(["silhouette", "k"], ascending=[False, True]).iloc[0]["k"])
-    candidates["chosen"] = candidates["k"] == best_k
-    model, labels = models[best_k]
-    return KMeansSelection(
-        model=model, labels=np.asarray(labels), best_k=best_k, candidates=candidates
+    fit_idx = rng.choice(len(x), size=min(fit_sample_size, len(x)), replace=False)
+    model, link = None, None
+    if method == "kmeans":
+        k = int(param)
+        if len(x) > MINIBATCH_THRESHOLD:
+            model = MiniBatchKMeans(
+                n_clusters=k, random_state=random_state, n_init=3, batch_size=4096
+            ).fit(x)
+        else:
+            model = KMeans(n_clusters=k, random_state=random_state, n_init=4).fit(x)
+        centroids = model.cluster_centers_
+        labels = nearest_centroid(x, centroids)
+        label = f"k={k}"
+    elif method == "gmm":
+        k = int(param)
+        gmm_idx = rng.choice(len(x), size=min(50_000, len(x)), replace=False)
+        model = GaussianMixture(
+            n_components=k, covariance_type="full", random_state=random_state, n_init=2
+        ).fit(x[gmm_idx])
+        labels = model.predict(x)
+        centroids, labels = _centroids(x, labels)
+        label = f"k={k}"
+    elif method == "agglomerative":
+        k = int(param)
+        sub = x[fit_idx]
+        # One tree per (data, linkage) serves every k: cutting it is cheap, building it is not.
+        key = (id(x), len(x), linkage, random_state, fit_sample_size)
+        if key not in _TREES:
+            _TREES.clear()
+            _TREES[key] = scipy_linkage(sub, method=linkage)
+        link = _TREES[key]
+        sub_labels = fcluster(link, t=k, criterion="maxclust") - 1
+        centroids, _ = _centroids(sub, sub_labels)
+        labels = nearest_centroid(x, centroids)
+        label = f"{linkage},k={k}"
+    elif method == "hdbscan":
+        size = int(param)
+        sub = x[fit_idx]
+        model = HDBSCAN(min_cluster_size=size, min_samples=max(5, size // 5)).fit(sub)
+        if (model.labels_ >= 0).sum() == 0:
+            raise ValueError(f"HDBSCAN(min_cluster_size={size}) found no cluster")
+        centroids, sub_labels = _centroids(sub, model.labels_)
+        labels = nearest_centroid(x, centroids)
+        label = f"min_cluster_size={size}"
+        noise_share = float((sub_labels < 0).mean())
+    else:
+        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+    centroids, labels = _centroids(x, labels)
+    metrics = _score(x, labels, centroids, sample, model)
+    if method == "hdbscan":
+        metrics["noise_share"] = noise_share
+    return Candidate(
+        method=method,
+        param=label,
+        labels=labels,
+        centroids=centroids,
+        metrics=metrics,
+        model=model,
+        linkage_matrix=link,
     )
+
+
+def candidate_params(method: str, k_values: range, n: int) -> list[int]:
+    """The sweep for a method: k for most, ``min_cluster_size`` for HDBSCAN."""
+    if method == "hdbscan":
+        return sorted({max(10, int(n * s)) for s in (0.01, 0.02, 0.05, 0.1)})
+    return [k for k in k_values if 2 <= k < n]
+
+
+def choose(
+    table: pd.DataFrame,
+    *,
+    max_segments: int = 10,
+    min_share: float = 0.02,
+    silhouette_tolerance: float = 0.1,
+) -> int:
+    """Row index of the chosen candidate in ``table`` (see the module docstring for the rule)."""
+    pool = table[(table["n_segments"] <= max_segments) & (table["n_segments"] >= 2)]
+    eligible = pool[pool["min_share"] >= min_share]
+    if len(eligible) == 0:
+        eligible = pool if len(pool) else table
+    eligible = (
+        eligible[eligible["silhouette"].notna()]
+        if eligible["silhouette"].notna().any()
+        else eligible
+    )
+    best = eligible["silhouette"].max()
+    close = eligible[eligible["silhouette"] >= best - silhouette_tolerance]
+    target = (
+        "forecast_omega2"
+        if "forecast_omega2" in close and close["forecast_omega2"].notna().any()
+        else "silhouette"
+    )
+    ordered = close.sort_values([target, "n_segments"], ascending=[False, True])
+    return int(ordered.index[0])

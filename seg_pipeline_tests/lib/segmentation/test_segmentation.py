@@ -4,7 +4,7 @@ import pytest
 
 from seg_pipeline.lib.segmentation.features import rfm_matrix, scale, signed_log1p
 from seg_pipeline.lib.segmentation.profiles import profile_segments
-from seg_pipeline.lib.segmentation.selection import select_kmeans
+from seg_pipeline.lib.segmentation.selection import choose, fit_candidate
 
 
 def test_signed_log_keeps_order_of_negative_spend():
@@ -21,14 +21,19 @@ def test_rfm_matrix_rejects_nan():
         rfm_matrix(frame)
 
 
+def _sweep(x, ks, **kwargs):
+    cands = [fit_candidate(x, "kmeans", k, random_state=0) for k in ks]
+    table = pd.DataFrame([c.metrics for c in cands])
+    return cands, table, choose(table, **kwargs)
+
+
 def test_selection_finds_the_true_number_of_blobs():
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0], [8, 0], [0, 8], [8, 8]])
     x = np.vstack([c + rng.normal(0, 0.5, (150, 2)) for c in centres])
-    selection = select_kmeans(x, range(2, 8), random_state=0)
-    assert selection.best_k == 4
-    assert selection.candidates.loc[selection.candidates["chosen"], "k"].tolist() == [4]
-    assert set(np.bincount(selection.labels)) == {150}
+    cands, table, chosen = _sweep(x, range(2, 8), silhouette_tolerance=0.0)
+    assert cands[chosen].n_segments == 4
+    assert set(np.bincount(cands[chosen].labels)) == {150}
 
 
 def test_selection_ignores_k_with_a_tiny_cluster():
@@ -36,8 +41,9 @@ def test_selection_ignores_k_with_a_tiny_cluster():
     x = np.vstack(
         [rng.normal(0, 0.3, (300, 2)), rng.normal(6, 0.3, (300, 2)), [[30, 30], [31, 30]]]
     )
-    selection = select_kmeans(x, range(2, 5), random_state=0, min_share=0.02)
-    assert selection.candidates.set_index("k").loc[selection.best_k, "min_share"] >= 0.02
+    cands, table, chosen = _sweep(x, range(2, 5), min_share=0.02, silhouette_tolerance=0.0)
+    assert table["min_share"].min() < 0.02  # some k isolates the two outliers...
+    assert table.loc[chosen, "min_share"] >= 0.02  # ...and is never chosen
 
 
 def _rfm(groups):
@@ -74,3 +80,38 @@ def test_profile_names_are_unique():
 def test_scale_centres_features():
     x, _ = scale(np.array([[1.0, 10.0], [3.0, 10.0]]))
     assert np.allclose(x.mean(axis=0), 0)
+
+
+@pytest.mark.parametrize(
+    "method,param", [("kmeans", 3), ("gmm", 3), ("agglomerative", 3), ("hdbscan", 30)]
+)
+def test_every_method_recovers_three_blobs(method, param):
+    from seg_pipeline.lib.segmentation.selection import fit_candidate
+
+    rng = np.random.default_rng(3)
+    centres = np.array([[0, 0], [10, 0], [0, 10]])
+    x = np.vstack([c + rng.normal(0, 0.6, (200, 2)) for c in centres])
+    cand = fit_candidate(x, method, param, random_state=0, fit_sample_size=400)
+    assert cand.n_segments == 3
+    truth = np.repeat([0, 1, 2], 200)
+    # Each true blob maps onto one segment (labels are a permutation of the truth).
+    for blob in range(3):
+        assert len(np.unique(cand.labels[truth == blob])) == 1
+    assert cand.metrics["silhouette"] > 0.7
+    if method == "hdbscan":
+        assert 0 <= cand.metrics["noise_share"] < 0.2
+
+
+def test_choose_prefers_forecasting_power_among_good_silhouettes():
+    from seg_pipeline.lib.segmentation.selection import choose
+
+    table = pd.DataFrame(
+        {
+            "n_segments": [3, 4, 5, 12],
+            "silhouette": [0.50, 0.45, 0.30, 0.60],
+            "min_share": [0.1, 0.1, 0.1, 0.1],
+            "forecast_omega2": [0.20, 0.25, 0.40, 0.50],
+        }
+    )
+    # k=12 is over the cap; k=5's silhouette is too far from the best; k=4 forecasts best.
+    assert choose(table, max_segments=10, silhouette_tolerance=0.1) == 1

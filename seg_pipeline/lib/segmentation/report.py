@@ -1,0 +1,57 @@
+"""A self-contained HTML segment report: profiles, descriptions and every chart inline."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+import pandas as pd
+
+
+def segment_report(
+    title: str,
+    profiles: pd.DataFrame,
+    charts: dict[str, bytes],
+    facts: dict[str, str],
+) -> str:
+    """Return the report as one HTML string (images embedded as data URIs, no external files)."""
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (
+                r["segment_id"],
+                r["segment_name"],
+                f"{r['n_customers']:,}",
+                f"{r['share']:.1%}",
+                f"{r['median_recency_days']:.0f}",
+                f"{r['median_frequency']:.0f}",
+                f"{r['median_monetary']:,.0f}",
+                r["description"],
+            )
+        )
+        + "</tr>"
+        for _, r in profiles.iterrows()
+    )
+    facts_html = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in facts.items()
+    )
+    images = "".join(
+        f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,"
+        f"{base64.b64encode(png).decode()}'/><figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, png in charts.items()
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+th {{ background: #f0f4f8; }} figure {{ display: inline-block; margin: 1em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<ul>{facts_html}</ul>
+<table><tr><th>id</th><th>segment</th><th>customers</th><th>share</th><th>median recency (days)</th>
+<th>median orders</th><th>median spend</th><th>description</th></tr>{rows}</table>
+{images}
+</body></html>
+"""
