@@ -1,5 +1,7 @@
 """One materialisation of nightly_job on a small synthetic shop, asserting the contract tables."""
 
+from pathlib import Path
+
 import duckdb
 import mlflow
 import pytest
@@ -21,12 +23,12 @@ def nightly(tmp_path_factory, small_shop_files):
     defs = build_definitions(settings, tracking)
     result = defs.resolve_job_def("nightly_job").execute_in_process(raise_on_error=False)
     con = duckdb.connect(str(settings.published_path), read_only=True)
-    yield result, con, tracking
+    yield result, con, tracking, settings
     con.close()
 
 
 def test_job_succeeds_with_every_check_passing(nightly):
-    result, _, _ = nightly
+    result, _, _, _ = nightly
     assert result.success
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) > 30
@@ -35,7 +37,7 @@ def test_job_succeeds_with_every_check_passing(nightly):
 
 
 def test_contract_tables_are_complete_and_from_one_run(nightly):
-    result, con, _ = nightly
+    result, con, _, _ = nightly
     for table in (
         "customer_rfm",
         "customer_segments",
@@ -52,7 +54,7 @@ def test_contract_tables_are_complete_and_from_one_run(nightly):
 
 
 def test_rfm_scores_and_segments(nightly):
-    _, con, _ = nightly
+    _, con, _, _ = nightly
     bad = con.execute(
         """
         select count(*) from customer_rfm
@@ -79,7 +81,7 @@ def test_rfm_scores_and_segments(nightly):
 
 
 def test_segments_cover_every_customer_with_readable_profiles(nightly):
-    _, con, _ = nightly
+    _, con, _, _ = nightly
     n_rfm, n_seg, n_distinct = con.execute(
         "select (select count(*) from customer_rfm), count(*), count(distinct customer_id) "
         "from customer_segments"
@@ -97,7 +99,7 @@ def test_segments_cover_every_customer_with_readable_profiles(nightly):
 
 
 def test_recommendations_obey_the_contract(nightly):
-    _, con, _ = nightly
+    _, con, _, _ = nightly
     ranks_ok = con.execute(
         """
         select bool_and(ranks = list_sort(ranks) and ranks[1] = 1 and len(ranks) = 10)
@@ -118,7 +120,7 @@ def test_recommendations_obey_the_contract(nightly):
 
 
 def test_champion_beats_popularity_and_metrics_are_published(nightly):
-    _, con, _ = nightly
+    _, con, _, _ = nightly
     overall = "from recommendation_metrics where segment = 'all'"
     champion = con.execute(f"select model, ndcg {overall} and is_champion").fetchall()
     baseline = con.execute(f"select model, ndcg {overall} and is_baseline").fetchall()
@@ -152,7 +154,7 @@ def test_champion_beats_popularity_and_metrics_are_published(nightly):
 
 
 def test_experiments_are_in_mlflow_tagged_with_the_dagster_run(nightly):
-    result, con, tracking = nightly
+    result, con, tracking, _ = nightly
     client = mlflow.MlflowClient(tracking)
     model_run_id = con.execute("select distinct model_run_id from customer_segments").fetchall()[0][
         0
@@ -169,3 +171,65 @@ def test_experiments_are_in_mlflow_tagged_with_the_dagster_run(nightly):
         0
     ][0]
     assert client.get_run(rec_run).data.params["champion"]
+
+
+def test_segment_charts_and_report_are_attached(nightly):
+    result, _, _, _ = nightly
+    meta = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        meta[mat.asset_key.to_user_string()] = mat.metadata
+    assert (
+        "data:image/png;base64,"
+        in meta["customer_segments"]["Choosing the number of segments"].value
+    )
+    assert "data:image/png;base64," in meta["customer_segments"]["Dendrogram"].value
+    assert "data:image/png;base64," in meta["segment_profiles"]["RFM grid"].value
+    report = meta["customer_segments"]["report"].value
+    assert "<table>" in Path(report).read_text()
+    for key in ("forecast_eta2", "rfm_segment_forecast_eta2", "rfm_cell_forecast_eta2"):
+        assert 0 <= meta["customer_segments"][key].value <= 1
+
+
+def test_backfill_builds_history_keeps_ids_and_assigns_between_refits(nightly, tmp_path):
+    result, con, tracking, settings = nightly
+    first = dict(con.execute("select segment_id, segment_name from segment_profiles").fetchall())
+    con.close()
+    # An earlier as_of on overlapping data: a backfill date.
+    earlier = PipelineSettings(**{**settings.model_dump(), "as_of": "2025-12-01"})
+    defs = build_definitions(earlier, tracking)
+    assert defs.resolve_job_def("nightly_job").execute_in_process().success
+    pub = duckdb.connect(str(settings.published_path), read_only=True)
+    dates = pub.execute("select count(distinct as_of) from segment_history").fetchall()[0][0]
+    assert dates == 2
+    second = dict(pub.execute("select segment_id, segment_name from segment_profiles").fetchall())
+    kept = set(first) & set(second)
+    assert len(kept) >= min(len(first), len(second)) // 2
+    assert all(first[i] == second[i] for i in kept)
+    moves = pub.execute(
+        "select kind, sum(n_customers), min(from_date) < min(to_date) "
+        "from segment_migration group by kind"
+    ).fetchall()
+    customers = pub.execute("select count(distinct customer_id) from segment_history").fetchall()[
+        0
+    ][0]
+    assert {m[0] for m in moves} == {"behavioural", "rfm"}
+    assert all(m[1] == customers and m[2] for m in moves)
+    pub.close()
+    # Between re-fits, customers are assigned to the stored segments without a new model.
+    again = (
+        build_definitions(settings, tracking)
+        .resolve_job_def("nightly_job")
+        .execute_in_process(
+            run_config={"ops": {"behavioural_segments": {"config": {"refit": False}}}}
+        )
+    )
+    assert again.success
+    pub = duckdb.connect(str(settings.published_path), read_only=True)
+    methods = pub.execute("select distinct method from customer_segments").fetchall()
+    assigned = {
+        r[0] for r in pub.execute("select distinct segment_id from customer_segments").fetchall()
+    }
+    pub.close()
+    assert methods == [("assigned",)]
+    assert assigned <= set(second)

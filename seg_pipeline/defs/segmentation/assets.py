@@ -21,13 +21,13 @@ from sklearn.preprocessing import FunctionTransformer
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib import plots
 from seg_pipeline.lib.segmentation.features import (
-    BEHAVIOUR_FEATURES,
+    CLIP,
+    FEATURE_SETS,
     RFM_FEATURES,
     SKEWED,
-    feature_matrix,
-    informative,
-    scale,
+    prepare,
     transform_columns,
+    winsorise,
 )
 from seg_pipeline.lib.segmentation.forecast import eta_squared, log_target, omega_squared
 from seg_pipeline.lib.segmentation.identity import match_segments, next_ids
@@ -54,10 +54,11 @@ class SegmentationConfig(dg.Config):
     linkage: str = Field(
         default="ward", description="Agglomerative linkage: ward, complete, average or single."
     )
-    features: str = Field(
-        default="behaviour",
-        description="'behaviour' (RFM plus tenure, order "
-        "value, interval, returns, category mix, trend) or 'rfm'.",
+    features: list[str] = Field(
+        default=["rfm", "behaviour"],
+        description="Feature spaces to sweep: 'rfm' (log recency, frequency, spend) and "
+        "'behaviour' (RFM plus tenure, order value, interval, returns, category mix, trend). "
+        "The choice between them is made by the same rule as between methods.",
     )
     scaling: str = Field(default="robust", description="'robust' or 'standard' scaling.")
     k_min: int = Field(
@@ -157,17 +158,19 @@ def behavioural_segments(
         raise dg.Failure(f"only {len(current)} purchasing customers: too few to segment")
     as_of = rfm["as_of"].iloc[0]
     basis = str(rfm["monetary_basis"].iloc[0])
-    wanted = BEHAVIOUR_FEATURES if config.features == "behaviour" else RFM_FEATURES
-    raw = feature_matrix(current, wanted)
-    keep = informative(raw)
-    features = tuple(f for f, k in zip(wanted, keep, strict=True) if k)
-    x, scaler = scale(raw[:, keep], config.scaling)
+    unknown_sets = sorted(set(config.features) - set(FEATURE_SETS))
+    if unknown_sets:
+        raise dg.Failure(f"unknown feature set(s) {unknown_sets}; use {list(FEATURE_SETS)}")
+    spaces = {}
+    for name in config.features:
+        x, scaler, feats, raw = prepare(current, FEATURE_SETS[name], config.scaling)
+        x_hold = prepare(holdout, feats, config.scaling)[0] if len(holdout) > 20 else None
+        spaces[name] = {"x": x, "scaler": scaler, "features": feats, "raw": raw, "x_hold": x_hold}
     y_hold = (
         log_target(holdout["next_period_value"].to_numpy(dtype=float)) if len(holdout) else None
     )
-    x_hold = (
-        scale(feature_matrix(holdout, features), config.scaling)[0] if len(holdout) > 20 else None
-    )
+    # Segments are matched to yesterday's in one fixed space (log RFM), whatever space won.
+    identity_x, identity_scaler, _, identity_raw = prepare(current, RFM_FEATURES, "standard")
     opts = {
         "random_state": config.random_state,
         "sample_size": config.silhouette_sample,
@@ -175,28 +178,32 @@ def behavioural_segments(
         "linkage": config.linkage,
     }
 
-    can_reuse = (
-        previous is not None
-        and len(previous)
-        and json.loads(previous["features"].iloc[0]) == list(features)
-    )
+    has_previous = previous is not None and len(previous) > 0
     rows, candidates = [], []
-    if config.refit or not can_reuse:
-        for method in config.methods:
-            for param in candidate_params(method, range(config.k_min, config.k_max + 1), len(x)):
-                try:
-                    cand = fit_candidate(x, method, param, **opts)
-                except ValueError as exc:
-                    context.log.warning(f"{method} {param}: {exc}")
-                    continue
-                row = {"method": method, "param": cand.param, **cand.metrics}
-                if x_hold is not None and cand.n_segments >= 2:
-                    hold_param = cand.n_segments if method != "hdbscan" else param
-                    hold = fit_candidate(x_hold, method, hold_param, **opts)
-                    row["forecast_eta2"] = eta_squared(hold.labels, y_hold)
-                    row["forecast_omega2"] = omega_squared(hold.labels, y_hold)
-                rows.append(row)
-                candidates.append(cand)
+    if config.refit or not has_previous:
+        for space_name, space in spaces.items():
+            x, x_hold = space["x"], space["x_hold"]
+            for method in config.methods:
+                params = candidate_params(method, range(config.k_min, config.k_max + 1), len(x))
+                for param in params:
+                    try:
+                        cand = fit_candidate(x, method, param, **opts)
+                    except ValueError as exc:
+                        context.log.warning(f"{method} {param}: {exc}")
+                        continue
+                    row = {
+                        "features": space_name,
+                        "method": method,
+                        "param": cand.param,
+                        **cand.metrics,
+                    }
+                    if x_hold is not None and cand.n_segments >= 2:
+                        hold_param = cand.n_segments if method != "hdbscan" else param
+                        hold = fit_candidate(x_hold, method, hold_param, **opts)
+                        row["forecast_eta2"] = eta_squared(hold.labels, y_hold)
+                        row["forecast_omega2"] = omega_squared(hold.labels, y_hold)
+                    rows.append(row)
+                    candidates.append(cand)
         table = pd.DataFrame(rows)
         chosen_idx = choose(
             table,
@@ -208,10 +215,15 @@ def behavioural_segments(
         chosen = candidates[chosen_idx]
         labels, centroids = chosen.labels, chosen.centroids
         method, param = chosen.method, chosen.param
+        space = spaces[table.loc[chosen_idx, "features"]]
+        features, scaler, raw = space["features"], space["scaler"], space["raw"]
     else:
-        # Between re-fits: yesterday's segments, today's customers, nearest stored centroid.
+        # Between re-fits: yesterday's segments, today's customers, nearest stored centroid,
+        # in yesterday's feature space (scaled on today's customers).
+        features = tuple(json.loads(previous["features"].iloc[0]))
+        x, scaler, _, raw = prepare(current, features, config.scaling)
         stored = np.vstack(previous["centroid"].map(np.asarray).to_list())
-        centroids = scaler.transform(stored)
+        centroids = np.clip(scaler.transform(stored), -CLIP, CLIP)
         labels = nearest_centroid(x, centroids)
         method, param = "assigned", str(previous["method"].iloc[0])
         table = pd.DataFrame(
@@ -222,10 +234,13 @@ def behavioural_segments(
     # Stable identity: inherit ids and names from yesterday's matching segments.
     profiles = profile_segments(current, labels, basis=basis)
     label_order = profiles["label"].to_numpy()
-    if can_reuse:
-        prev_scaled = scaler.transform(np.vstack(previous["centroid"].map(np.asarray).to_list()))
+    if has_previous:
+        prev_scaled = identity_scaler.transform(
+            np.vstack(previous["rfm_centroid"].map(np.asarray).to_list())
+        )
+        today = np.vstack([identity_x[labels == label].mean(axis=0) for label in label_order])
         inherited = match_segments(
-            centroids[label_order],
+            today,
             prev_scaled,
             previous["segment_id"].tolist(),
             max_distance=config.match_distance,
@@ -299,6 +314,7 @@ def behavioural_segments(
                 transform_columns, kw_args={"skewed": [f in SKEWED for f in features]}
             ),
             scaler,
+            FunctionTransformer(winsorise),
             NearestCentroid().fit(
                 centroids[label_order], profiles.set_index("label").loc[label_order, "segment_id"]
             ),
@@ -315,7 +331,10 @@ def behavioural_segments(
             pip_requirements=["scikit-learn"],
             registered_model_name=REGISTERED_MODEL,
             # The pipeline's first step is our own picklable function; skops must be told so.
-            skops_trusted_types=["seg_pipeline.lib.segmentation.features.transform_columns"],
+            skops_trusted_types=[
+                "seg_pipeline.lib.segmentation.features.transform_columns",
+                "seg_pipeline.lib.segmentation.features.winsorise",
+            ],
         )
         model_run_id = parent.info.run_id
 
@@ -328,13 +347,15 @@ def behavioural_segments(
     table_out = profiles.drop(columns=["label"]).assign(
         method=method, model_run_id=model_run_id, run_id=context.run_id
     )
-    raw_centroids = np.vstack([raw[:, keep][labels == label].mean(axis=0) for label in label_order])
+    raw_centroids = np.vstack([raw[labels == label].mean(axis=0) for label in label_order])
+    rfm_centroids = np.vstack([identity_raw[labels == label].mean(axis=0) for label in label_order])
     # Centroids are kept before scaling: tomorrow's scaler maps them into tomorrow's space.
     stored = pd.DataFrame(
         {
             "segment_id": [segment_of[label] for label in label_order],
             "segment_name": [name_of[label] for label in label_order],
             "centroid": [list(map(float, c)) for c in raw_centroids],
+            "rfm_centroid": [list(map(float, c)) for c in rfm_centroids],
             "features": json.dumps(list(features)),
             "method": f"{method} {param}",
             "as_of": as_of,
@@ -365,7 +386,8 @@ def behavioural_segments(
         )
         con.execute(
             "create or replace table segment_centroids as "
-            "select * replace (centroid::double[] as centroid) from centroids_df"
+            "select * replace (centroid::double[] as centroid, "
+            "rfm_centroid::double[] as rfm_centroid) from centroids_df"
         )
         _write_history(con, as_of, context.run_id)
         con.execute(

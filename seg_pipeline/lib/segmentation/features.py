@@ -82,3 +82,34 @@ def transform_columns(x: np.ndarray, skewed: list[bool]) -> np.ndarray:
     mask = np.asarray(skewed, dtype=bool)
     x[:, mask] = signed_log1p(x[:, mask])
     return x
+
+
+FEATURE_SETS = {"rfm": RFM_FEATURES, "behaviour": BEHAVIOUR_FEATURES}
+# Scaled values are winsorised at ±CLIP: without it a handful of extreme customers (one with
+# hundreds of orders, one who returned everything) form segments of their own and inflate the
+# silhouette while telling a marketer nothing.
+CLIP = 3.0
+
+
+def prepare(
+    frame: pd.DataFrame, features: tuple[str, ...], scaling: str = "robust", scaler=None
+) -> tuple[np.ndarray, object, tuple[str, ...], np.ndarray]:
+    """Transform, drop constant columns, scale and winsorise.
+
+    Returns the clustering matrix, the scaler, the features kept and the transformed (unscaled)
+    values of those features. Pass a fitted ``scaler`` (with its features) to reuse it.
+    """
+    raw = feature_matrix(frame, features)
+    if scaler is None:
+        keep = informative(raw)
+        features = tuple(f for f, k in zip(features, keep, strict=True) if k)
+        raw = raw[:, keep]
+        scaled, scaler = scale(raw, scaling)
+    else:
+        scaled = scaler.transform(raw)
+    return np.clip(scaled, -CLIP, CLIP), scaler, features, raw
+
+
+def winsorise(x: np.ndarray) -> np.ndarray:
+    """Clip scaled features to ±CLIP; the last transform step of a saved segmenter."""
+    return np.clip(x, -CLIP, CLIP)

@@ -12,8 +12,8 @@ on usefulness: omega squared of next-period log spend across segments (see ``for
 
 The rule (``choose``): drop candidates with more than ``max_segments`` segments or a segment
 smaller than ``min_share``; keep those whose silhouette is within ``silhouette_tolerance`` of the
-best; among them take the highest forecast omega squared (the highest silhouette when there is
-no forecast), and the fewer segments on a tie.
+best in the same feature space; among them take the highest forecast omega squared (the
+highest silhouette when there is no forecast), and the fewer segments on a tie.
 """
 
 from __future__ import annotations
@@ -190,7 +190,11 @@ def choose(
         if eligible["silhouette"].notna().any()
         else eligible
     )
-    best = eligible["silhouette"].max()
+    # Silhouettes are only comparable within one feature space: the tolerance applies per space.
+    group = (
+        eligible["features"] if "features" in eligible else pd.Series("all", index=eligible.index)
+    )
+    best = eligible.groupby(group)["silhouette"].transform("max")
     close = eligible[eligible["silhouette"] >= best - silhouette_tolerance]
     target = (
         "forecast_omega2"
