@@ -49,8 +49,14 @@ class RecommendationConfig(dg.Config):
     holdout_days: int = Field(default=30, description="Last days before as_of used for validation.")
     search: bool = Field(
         default=True,
-        description="Try several settings per model family and "
-        "blends; off: one setting per family (for very large data).",
+        description="Try several settings per model family and blends; off: one setting per "
+        "family. Switched off automatically above search_max_customers.",
+    )
+    search_max_customers: int = Field(
+        default=200_000, description="Above this many customers only one setting per family runs."
+    )
+    eval_customers: int = Field(
+        default=20_000, description="Held-out customers scored per candidate (a fixed sample)."
     )
     factors: list[int] = Field(default=[64, 128], description="Latent factors tried for ALS/BPR.")
     max_per_category: int | None = Field(
@@ -198,10 +204,18 @@ def recommendations(
     context.log.info(
         f"evaluating candidates: train before {split}, {relevant.nnz} held-out purchases"
     )
-    grid = default_grid(
-        factors=config.factors, search=config.search, random_state=config.random_state
+    search = config.search and full.shape[0] <= config.search_max_customers
+    grid = default_grid(factors=config.factors, search=search, random_state=config.random_state)
+    evaluation = evaluate(
+        grid,
+        train,
+        relevant,
+        k=config.n,
+        blocked=blocked,
+        hybrids=search,
+        max_users=config.eval_customers,
+        random_state=config.random_state,
     )
-    evaluation = evaluate(grid, train, relevant, k=config.n, blocked=blocked, hybrids=config.search)
     table = evaluation.table
     champion = evaluation.champion.fit(full)
     lists = build_lists(

@@ -36,6 +36,7 @@ from seg_pipeline.lib.segmentation.report import segment_report
 from seg_pipeline.lib.segmentation.selection import (
     METHODS,
     candidate_params,
+    centroids_of,
     choose,
     fit_candidate,
     nearest_centroid,
@@ -76,6 +77,11 @@ class SegmentationConfig(dg.Config):
     )
     silhouette_sample: int = Field(default=10_000, description="Customers sampled for silhouette.")
     fit_sample: int = Field(default=5_000, description="Customers agglomerative/HDBSCAN fit on.")
+    selection_sample: int = Field(
+        default=50_000,
+        description="Above this many customers the sweep runs on a sample and everyone is then "
+        "assigned to the nearest centroid of the chosen model.",
+    )
     refit: bool = Field(
         default=True,
         description="Re-fit tonight; off: assign customers to the "
@@ -180,9 +186,17 @@ def behavioural_segments(
 
     has_previous = previous is not None and len(previous) > 0
     rows, candidates = [], []
+    rng = np.random.default_rng(config.random_state)
+    sel = np.sort(
+        rng.choice(len(current), min(config.selection_sample, len(current)), replace=False)
+    )
+    hold_sel = np.sort(
+        rng.choice(len(holdout), min(config.selection_sample, len(holdout)), replace=False)
+    )
     if config.refit or not has_previous:
         for space_name, space in spaces.items():
-            x, x_hold = space["x"], space["x_hold"]
+            x = space["x"][sel]
+            x_hold = space["x_hold"][hold_sel] if space["x_hold"] is not None else None
             for method in config.methods:
                 params = candidate_params(method, range(config.k_min, config.k_max + 1), len(x))
                 for param in params:
@@ -200,8 +214,8 @@ def behavioural_segments(
                     if x_hold is not None and cand.n_segments >= 2:
                         hold_param = cand.n_segments if method != "hdbscan" else param
                         hold = fit_candidate(x_hold, method, hold_param, **opts)
-                        row["forecast_eta2"] = eta_squared(hold.labels, y_hold)
-                        row["forecast_omega2"] = omega_squared(hold.labels, y_hold)
+                        row["forecast_eta2"] = eta_squared(hold.labels, y_hold[hold_sel])
+                        row["forecast_omega2"] = omega_squared(hold.labels, y_hold[hold_sel])
                     rows.append(row)
                     candidates.append(cand)
         table = pd.DataFrame(rows)
@@ -213,10 +227,12 @@ def behavioural_segments(
         )
         table["chosen"] = table.index == chosen_idx
         chosen = candidates[chosen_idx]
-        labels, centroids = chosen.labels, chosen.centroids
         method, param = chosen.method, chosen.param
         space = spaces[table.loc[chosen_idx, "features"]]
         features, scaler, raw = space["features"], space["scaler"], space["raw"]
+        # The sweep may have run on a sample: everyone goes to the nearest chosen centroid.
+        x_final = space["x"]
+        centroids, labels = centroids_of(x_final, nearest_centroid(x_final, chosen.centroids))
     else:
         # Between re-fits: yesterday's segments, today's customers, nearest stored centroid,
         # in yesterday's feature space (scaled on today's customers).
@@ -225,6 +241,7 @@ def behavioural_segments(
         stored = np.vstack(previous["centroid"].map(np.asarray).to_list())
         centroids = np.clip(scaler.transform(stored), -CLIP, CLIP)
         labels = nearest_centroid(x, centroids)
+        x_final = x
         method, param = "assigned", str(previous["method"].iloc[0])
         table = pd.DataFrame(
             [{"method": method, "param": param, "n_segments": len(centroids), "chosen": True}]
@@ -315,9 +332,8 @@ def behavioural_segments(
             ),
             scaler,
             FunctionTransformer(winsorise),
-            NearestCentroid().fit(
-                centroids[label_order], profiles.set_index("label").loc[label_order, "segment_id"]
-            ),
+            # Fitted on the customers themselves, so its centroids are the segments' means.
+            NearestCentroid().fit(x_final, np.array([segment_of[label] for label in labels])),
         )
         with tempfile.TemporaryDirectory() as tmp:
             for name, png in charts.items():

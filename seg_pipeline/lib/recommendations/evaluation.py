@@ -102,6 +102,8 @@ def evaluate(
     k: int = 10,
     blocked: np.ndarray | None = None,
     hybrids: bool = True,
+    max_users: int | None = None,
+    random_state: int = 42,
 ) -> Evaluation:
     """Fit and score every candidate (and blends of the best), and choose the champion.
 
@@ -119,8 +121,12 @@ def evaluate(
         Item columns never to recommend (unavailable).
     hybrids : bool
         Also try blends of the best collaborative models with content and popularity.
+    max_users : int, optional
+        Score at most this many held-out customers (a fixed random sample), to bound cost.
     """
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    if max_users is not None and len(users) > max_users:
+        users = np.sort(np.random.default_rng(random_state).choice(users, max_users, replace=False))
     categories = (
         train.item_categories
         if train.item_categories is not None

@@ -109,9 +109,13 @@ class Recommender:
         blocked: np.ndarray | None = None,
         categories: np.ndarray | None = None,
         max_per_category: int | None = None,
-        batch_size: int = 2048,
+        batch_size: int | None = None,
     ) -> Recommendations:
-        """Top-``n`` eligible items for each row index in ``users`` (-1 pads a short list)."""
+        """Top-``n`` eligible items for each row index in ``users`` (-1 pads a short list).
+
+        The default batch keeps one dense score block near 16M floats (64 MB).
+        """
+        batch_size = batch_size or max(64, min(4096, 16_000_000 // max(exclude.shape[1], 1)))
         out_items = np.full((len(users), n), -1, dtype=np.int64)
         out_scores = np.full((len(users), n), -np.inf, dtype=np.float32)
         capped = max_per_category is not None and categories is not None and categories.max() > 0
@@ -281,12 +285,15 @@ class BPRRecommender(ALSRecommender):
 
     def fit(self, data: InteractionMatrix) -> BPRRecommender:
         with threadpool_limits(limits=1, user_api="blas"):
+            # One thread: implicit's multi-threaded SGD is lock-free (Hogwild), so the same input
+            # would give slightly different models, and the nightly tables must be reproducible.
             model = BayesianPersonalizedRanking(
                 factors=self.factors,
                 learning_rate=self.learning_rate,
                 regularization=self.regularization,
                 iterations=self.iterations,
                 random_state=self.random_state,
+                num_threads=1,
             )
             model.fit(_binary(data.weights).tocsr(), show_progress=False)
         self.model_ = model

@@ -61,7 +61,7 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -
     return out
 
 
-def _centroids(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def centroids_of(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centroids of the non-noise labels, and labels renumbered 0..k-1 (noise stays -1)."""
     kept = np.unique(labels[labels >= 0])
     remap = np.full(labels.max() + 2 if len(labels) else 1, -1)
@@ -124,7 +124,7 @@ def fit_candidate(
             n_components=k, covariance_type="full", random_state=random_state, n_init=2
         ).fit(x[gmm_idx])
         labels = model.predict(x)
-        centroids, labels = _centroids(x, labels)
+        centroids, labels = centroids_of(x, labels)
         label = f"k={k}"
     elif method == "agglomerative":
         k = int(param)
@@ -136,22 +136,22 @@ def fit_candidate(
             _TREES[key] = scipy_linkage(sub, method=linkage)
         link = _TREES[key]
         sub_labels = fcluster(link, t=k, criterion="maxclust") - 1
-        centroids, _ = _centroids(sub, sub_labels)
+        centroids, _ = centroids_of(sub, sub_labels)
         labels = nearest_centroid(x, centroids)
         label = f"{linkage},k={k}"
     elif method == "hdbscan":
         size = int(param)
         sub = x[fit_idx]
-        model = HDBSCAN(min_cluster_size=size, min_samples=max(5, size // 5)).fit(sub)
+        model = HDBSCAN(min_cluster_size=size, min_samples=max(5, size // 5), copy=True).fit(sub)
         if (model.labels_ >= 0).sum() == 0:
             raise ValueError(f"HDBSCAN(min_cluster_size={size}) found no cluster")
-        centroids, sub_labels = _centroids(sub, model.labels_)
+        centroids, sub_labels = centroids_of(sub, model.labels_)
         labels = nearest_centroid(x, centroids)
         label = f"min_cluster_size={size}"
         noise_share = float((sub_labels < 0).mean())
     else:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-    centroids, labels = _centroids(x, labels)
+    centroids, labels = centroids_of(x, labels)
     metrics = _score(x, labels, centroids, sample, model)
     if method == "hdbscan":
         metrics["noise_share"] = noise_share

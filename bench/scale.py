@@ -1,0 +1,154 @@
+"""Scale benchmark: the whole nightly job on N synthetic events, beside a minimal script.
+
+    python bench/scale.py --events 1000000
+    python bench/scale.py --events 10000000 --skip-minimal
+
+It generates a seeded synthetic shop of N events (Parquet; power-law items, customers and
+activity over a year; about N/10 customers and up to 50k items), runs ``seg-pipeline run`` on it
+in a child process and prints the wall time of every step, the total and the peak RSS. In the same
+invocation it runs the minimal hand-written script the scale issue describes (DuckDB RFM,
+scikit-learn K-Means, implicit ALS with 64 factors and 10 iterations, top-10 for every customer)
+and prints the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seg_pipeline.lib.synthetic import generate_shop  # noqa: E402
+
+MINIMAL = textwrap.dedent(
+    """
+    import sys, time
+    import duckdb, numpy as np, scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    path = sys.argv[1]
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    con.execute(f"create table e as select * from read_parquet('{path}') where customer_id <> ''")
+    rfm = con.execute('''
+        select customer_id,
+               date_diff('day', max(event_ts)::date, (select max(event_ts)::date + 1 from e)) r,
+               count(distinct order_id) f, sum(quantity * unit_price) m
+        from e where event_type = 'purchase' group by 1''').fetchnumpy()
+    x = np.column_stack([rfm['r'], rfm['f'], np.clip(rfm['m'], 0, None)])
+    x = StandardScaler().fit_transform(np.log1p(x))
+    KMeans(n_clusters=8, n_init=1, random_state=0).fit(x)
+    t1 = time.perf_counter()
+    pairs = con.execute('''
+        select dense_rank() over (order by customer_id) - 1 as u,
+               dense_rank() over (order by item_id) - 1 as i, count(*)::float as w
+        from e group by customer_id, item_id''').fetchnumpy()
+    m = sp.csr_matrix((pairs['w'], (pairs['u'], pairs['i'])))
+    with threadpool_limits(1, 'blas'):
+        model = AlternatingLeastSquares(factors=64, iterations=10, random_state=0)
+        model.fit(m, show_progress=False)
+    t2 = time.perf_counter()
+    for start in range(0, m.shape[0], 20000):
+        users = np.arange(start, min(start + 20000, m.shape[0]))
+        model.recommend(users, m[users], N=10, filter_already_liked_items=True)
+    t3 = time.perf_counter()
+    print(f"minimal: rfm+kmeans {t1 - t0:.1f} s, als {t2 - t1:.1f} s, scoring {t3 - t2:.1f} s, "
+          f"total {t3 - t0:.1f} s, {m.shape[0]:,} customers x {m.shape[1]:,} items")
+    """
+)
+
+
+def make_events(n_events: int, out: Path, seed: int = 7) -> Path:
+    """Write exactly ``n_events`` synthetic events as Parquet (and the items as CSV)."""
+    path = out / f"events_{n_events}.parquet"
+    if path.exists():
+        return path
+    n_customers = max(300, n_events // 10)
+    n_items = int(min(50_000, max(320, n_events // 200)))
+    shop = generate_shop(n_customers, n_items, seed=seed, views_per_line=0.3)
+    events = shop.events
+    if len(events) > n_events:
+        keep = np.sort(np.random.default_rng(seed).choice(len(events), n_events, replace=False))
+        events = events.iloc[keep]
+    events.to_parquet(path, index=False)
+    shop.items.to_csv(out / f"items_{n_events}.csv", index=False)
+    print(
+        f"generated {len(events):,} events, {events['customer_id'].nunique():,} customers, "
+        f"{events['item_id'].nunique():,} items -> {path}"
+    )
+    return path
+
+
+def timed(args: list[str], env: dict) -> tuple[float, float, str, str]:
+    """Run a command under /usr/bin/time; return wall seconds, peak RSS MB, stdout, stderr."""
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "TIME %e %M", *args], env=env, capture_output=True, text=True
+    )
+    match = re.search(r"TIME ([\d.]+) (\d+)", proc.stderr)
+    if proc.returncode != 0 or not match:
+        raise SystemExit(
+            f"command failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-3000:]}"
+        )
+    return float(match.group(1)), int(match.group(2)) / 1024, proc.stdout, proc.stderr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "scale"))
+    parser.add_argument("--skip-minimal", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    events = make_events(args.events, out)
+    print(f"data generation: {time.perf_counter() - started:.1f} s (not counted below)")
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{args.events}.db'}"}
+    database = out / f"published_{args.events}.duckdb"
+    for stale in out.glob(f"published_{args.events}*"):
+        stale.unlink()
+    wall, rss, _, err = timed(
+        [
+            sys.executable,
+            "-m",
+            "seg_pipeline.cli",
+            "run",
+            "--events",
+            str(events),
+            "--items",
+            str(out / f"items_{args.events}.csv"),
+            "--database",
+            str(database),
+        ],
+        env,
+    )
+    steps = re.findall(r"✓ (\S+) \(([\d.]+) s\)", err)
+    print(f"\npipeline, {args.events:,} events: per step (s)")
+    for step, seconds in sorted(steps, key=lambda s: -float(s[1])):
+        if float(seconds) >= 0.05:
+            print(f"  {step:60s} {float(seconds):7.1f}")
+    print(f"  {'sum of steps':60s} {sum(float(s) for _, s in steps):7.1f}")
+    print(f"pipeline total wall {wall:.1f} s (includes ~8 s of start-up), peak RSS {rss:,.0f} MB")
+
+    if not args.skip_minimal:
+        m_wall, m_rss, m_out, _ = timed([sys.executable, "-c", MINIMAL, str(events)], env)
+        print(f"\n{m_out.strip()}")
+        print(f"minimal script total wall {m_wall:.1f} s, peak RSS {m_rss:,.0f} MB")
+        print(f"\nratio pipeline / minimal: {wall / m_wall:.2f}")
+
+
+if __name__ == "__main__":
+    main()
