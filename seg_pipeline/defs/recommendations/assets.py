@@ -53,7 +53,7 @@ class RecommendationConfig(dg.Config):
         "family. Switched off automatically above search_max_customers.",
     )
     search_max_customers: int = Field(
-        default=200_000, description="Above this many customers only one setting per family runs."
+        default=50_000, description="Above this many customers only one setting per family runs."
     )
     eval_customers: int = Field(
         default=20_000, description="Held-out customers scored per candidate (a fixed sample)."

@@ -75,10 +75,13 @@ class SegmentationConfig(dg.Config):
     silhouette_tolerance: float = Field(
         default=0.1, description="Candidates this close to the best silhouette compete on forecast."
     )
-    silhouette_sample: int = Field(default=10_000, description="Customers sampled for silhouette.")
+    silhouette_sample: int = Field(
+        default=3_000,
+        description="Customers sampled for silhouette and Davies-Bouldin (cost is quadratic).",
+    )
     fit_sample: int = Field(default=5_000, description="Customers agglomerative/HDBSCAN fit on.")
     selection_sample: int = Field(
-        default=50_000,
+        default=20_000,
         description="Above this many customers the sweep runs on a sample and everyone is then "
         "assigned to the nearest centroid of the chosen model.",
     )

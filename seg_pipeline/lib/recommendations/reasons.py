@@ -60,21 +60,33 @@ def explain_by_vectors(
 
 
 def explain_by_similarity(
-    recs: np.ndarray, history: sp.csr_matrix, similarity: sp.csr_matrix
+    recs: np.ndarray,
+    history: sp.csr_matrix,
+    similarity: sp.csr_matrix,
+    *,
+    batch_size: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each recommendation, the history item with the largest item-item similarity.
 
     ``similarity[target, source]`` is how much having ``source`` supports recommending
     ``target``. Returns arrays shaped like ``recs``; -1 where no history item is a neighbour.
+    Runs in batches of users so memory stays bounded by the batch, not the customer count.
     """
-    n_users, n = recs.shape
-    flat = recs.ravel()
-    rows = similarity.tocsr()[np.clip(flat, 0, None)]
-    owner = np.repeat(np.arange(n_users), n)
-    masked = rows.multiply(history.tocsr()[owner]).tocsr()
-    masked.eliminate_zeros()
-    best = np.asarray(masked.argmax(axis=1)).ravel()
-    best_val = np.asarray(masked.max(axis=1).todense()).ravel()
-    found = (best_val > 0) & (flat >= 0)
-    because = np.where(found, best, -1).reshape(recs.shape)
-    return because, np.where(found, best_val, 0).reshape(recs.shape).astype(np.float32)
+    similarity = similarity.tocsr()
+    history = history.tocsr()
+    because = np.full(recs.shape, -1, dtype=np.int64)
+    sims = np.zeros(recs.shape, dtype=np.float32)
+    n = recs.shape[1]
+    for start in range(0, recs.shape[0], batch_size):
+        block = recs[start : start + batch_size]
+        flat = block.ravel()
+        rows = similarity[np.clip(flat, 0, None)]
+        owner = np.repeat(np.arange(len(block)), n)
+        masked = rows.multiply(history[start : start + len(block)][owner]).tocsr()
+        masked.eliminate_zeros()
+        best = np.asarray(masked.argmax(axis=1)).ravel()
+        best_val = np.asarray(masked.max(axis=1).todense()).ravel()
+        found = (best_val > 0) & (flat >= 0)
+        because[start : start + len(block)] = np.where(found, best, -1).reshape(block.shape)
+        sims[start : start + len(block)] = np.where(found, best_val, 0).reshape(block.shape)
+    return because, sims

@@ -97,7 +97,7 @@ def fit_candidate(
     param: int | str,
     *,
     random_state: int = 42,
-    sample_size: int = 10_000,
+    sample_size: int = 3_000,
     fit_sample_size: int = 5_000,
     linkage: str = "ward",
 ) -> Candidate:
@@ -119,9 +119,9 @@ def fit_candidate(
         label = f"k={k}"
     elif method == "gmm":
         k = int(param)
-        gmm_idx = rng.choice(len(x), size=min(50_000, len(x)), replace=False)
+        gmm_idx = rng.choice(len(x), size=min(2 * fit_sample_size, len(x)), replace=False)
         model = GaussianMixture(
-            n_components=k, covariance_type="full", random_state=random_state, n_init=2
+            n_components=k, covariance_type="full", random_state=random_state, n_init=1
         ).fit(x[gmm_idx])
         labels = model.predict(x)
         centroids, labels = centroids_of(x, labels)
