@@ -3,6 +3,8 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from seg_pipeline.lib.drift import relative_drop
+
 
 @dg.asset_check(
     asset="customer_recommendations",
@@ -96,18 +98,9 @@ def champion_quality_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
             "select as_of, ndcg from recommendation_metrics where is_champion and segment = 'all' "
             "order by as_of desc limit 2"
         ).fetchall()
-    if len(rows) < 2:
-        return dg.AssetCheckResult(passed=True, metadata={"note": "no earlier run date to compare"})
-    (_, now), (_, before) = rows
-    drop = 1 - now / before if before else 0.0
+    passed, metadata = relative_drop(rows, 0.2, "ndcg")
     return dg.AssetCheckResult(
-        passed=bool(drop <= 0.2),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "ndcg_now": float(now),
-            "ndcg_before": float(before),
-            "relative_drop": float(drop),
-        },
+        passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
     )
 
 

@@ -3,6 +3,8 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from seg_pipeline.lib.drift import relative_drop
+
 
 @dg.asset_check(
     asset="customer_segments",
@@ -85,16 +87,7 @@ def silhouette_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
             "select as_of, silhouette from segmentation_runs where silhouette is not null "
             "order by as_of desc limit 2"
         ).fetchall()
-    if len(rows) < 2:
-        return dg.AssetCheckResult(passed=True, metadata={"note": "no earlier run date to compare"})
-    (_, now), (_, before) = rows
-    drop = 1 - now / before if before > 0 else 0.0
+    passed, metadata = relative_drop(rows, 0.25, "silhouette")
     return dg.AssetCheckResult(
-        passed=bool(drop <= 0.25),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "silhouette_now": float(now),
-            "silhouette_before": float(before),
-            "relative_drop": float(drop),
-        },
+        passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
     )

@@ -60,11 +60,6 @@ def feature_matrix(frame: pd.DataFrame, features: tuple[str, ...] = RFM_FEATURES
     return raw
 
 
-def rfm_matrix(rfm: pd.DataFrame) -> np.ndarray:
-    """The log-transformed RFM matrix (n_customers × 3)."""
-    return feature_matrix(rfm, RFM_FEATURES)
-
-
 def informative(x: np.ndarray) -> np.ndarray:
     """Boolean mask of columns that are not constant."""
     return np.ptp(x, axis=0) > 1e-12

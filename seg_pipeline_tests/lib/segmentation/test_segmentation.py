@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seg_pipeline.lib.segmentation.features import rfm_matrix, scale, signed_log1p
+from seg_pipeline.lib.segmentation.features import feature_matrix, scale, signed_log1p
 from seg_pipeline.lib.segmentation.profiles import profile_segments
 from seg_pipeline.lib.segmentation.selection import choose, fit_candidate
 
@@ -13,12 +13,12 @@ def test_signed_log_keeps_order_of_negative_spend():
     assert values[2] == 0
 
 
-def test_rfm_matrix_rejects_nan():
+def test_feature_matrix_rejects_nan():
     frame = pd.DataFrame(
         {"recency_days": [1.0, np.nan], "frequency": [1, 2], "monetary": [1.0, 2.0]}
     )
     with pytest.raises(ValueError, match="NaN"):
-        rfm_matrix(frame)
+        feature_matrix(frame)
 
 
 def _sweep(x, ks, **kwargs):
