@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
+from implicit.cpu.topk import topk
 from implicit.nearest_neighbours import (
     BM25Recommender,
     CosineRecommender,
@@ -31,6 +32,9 @@ from threadpoolctl import threadpool_limits
 
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, explain_by_vectors
+
+# implicit's topk marks filtered items with -FLT_MAX.
+_FILTERED = -1e38
 
 
 @dataclass
@@ -256,6 +260,51 @@ class ALSRecommender(Recommender):
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.model_.user_factors[users] @ self.model_.item_factors.T
+
+    def recommend(
+        self,
+        users: np.ndarray,
+        exclude: sp.csr_matrix,
+        n: int,
+        *,
+        blocked: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        max_per_category: int | None = None,
+        batch_size: int | None = None,
+    ) -> Recommendations:
+        """Top-``n`` with implicit's multi-threaded top-k (matmul and selection in C++).
+
+        Profiling the nightly job at 10M events showed numpy's single-threaded argpartition over
+        every item as the slowest step; implicit's ``topk`` does the same work on all cores.
+        """
+        capped = max_per_category is not None and categories is not None and categories.max() > 0
+        k = min(n * 4 if capped else n, exclude.shape[1])
+        out_items = np.full((len(users), n), -1, dtype=np.int64)
+        out_scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+        batch_size = batch_size or 20_000
+        items = np.ascontiguousarray(self.model_.item_factors, dtype=np.float32)
+        for start in range(0, len(users), batch_size):
+            batch = np.asarray(users[start : start + batch_size])
+            query = np.ascontiguousarray(self.model_.user_factors[batch], dtype=np.float32)
+            ids, scores = topk(
+                items,
+                query,
+                k,
+                filter_query_items=exclude[batch].tocsr(),
+                filter_items=None
+                if blocked is None or not len(blocked)
+                else np.asarray(blocked, dtype=np.int32),
+                num_threads=0,
+            )
+            ids = ids.astype(np.int64)
+            scores = np.where(scores <= _FILTERED, -np.inf, scores).astype(np.float32)
+            if capped:
+                ids, scores = _cap_categories(ids, scores, categories, max_per_category, n)
+            ids[~np.isfinite(scores)] = -1
+            m = min(n, ids.shape[1])
+            out_items[start : start + len(batch), :m] = ids[:, :m]
+            out_scores[start : start + len(batch), :m] = scores[:, :m]
+        return Recommendations(items=out_items, scores=out_scores)
 
     @property
     def item_vectors(self) -> np.ndarray:

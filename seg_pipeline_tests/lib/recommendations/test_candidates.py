@@ -128,3 +128,19 @@ def test_exported_champion_serves_from_a_history(tmp_path):
     first, second = out["recommendations"]
     assert all(int(i[1:]) < 6 for i in first) and not {"i0", "i1"} & set(first)
     assert all(int(i[1:]) >= 6 for i in second)
+
+
+def test_factor_models_fast_top_k_matches_the_dense_path():
+    from seg_pipeline.lib.recommendations.models import Recommender
+
+    rng = np.random.default_rng(5)
+    dense = (rng.random((60, 40)) < 0.15).astype(float)
+    data = _data(dense, item_categories=rng.integers(0, 4, 40))
+    model = ALSRecommender(factors=8, iterations=5, bm25=False).fit(data)
+    users = np.arange(60)
+    for kwargs in ({}, {"blocked": np.array([1, 2, 3])},
+                   {"categories": data.item_categories, "max_per_category": 2}):
+        fast = model.recommend(users, data.purchased, 5, **kwargs)
+        slow = Recommender.recommend(model, users, data.purchased, 5, **kwargs)
+        assert (fast.items == slow.items).all(), kwargs
+        assert np.allclose(fast.scores, slow.scores, rtol=1e-4)
