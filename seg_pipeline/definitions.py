@@ -23,7 +23,10 @@ def build_resources(settings: PipelineSettings, tracking_uri: str | None = None)
     """Resources for one configuration; the CLI and the tests build their own from arguments."""
     return {
         "settings": settings,
-        "duckdb": DuckDBResource(database=str(settings.work_path)),
+        # DuckDB would otherwise cache up to 80% of RAM; past this limit it spills to disk.
+        "duckdb": DuckDBResource(
+            database=str(settings.work_path), connection_config={"memory_limit": "3GB"}
+        ),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
         "mlflow_tracking": tracking_from(tracking_uri),
     }

@@ -90,6 +90,11 @@ class SegmentationConfig(dg.Config):
         description="Re-fit tonight; off: assign customers to the "
         "stored segments without re-fitting.",
     )
+    change_margin: float = Field(
+        default=0.01,
+        description="Keep yesterday's method and size unless a candidate forecasts better by more "
+        "than this omega squared.",
+    )
     match_distance: float = Field(
         default=1.0,
         description="Centroid distance (scaled units) "
@@ -222,16 +227,27 @@ def behavioural_segments(
                     rows.append(row)
                     candidates.append(cand)
         table = pd.DataFrame(rows)
+        incumbent = None
+        if has_previous and "feature_space" in previous:
+            method_param = str(previous["method"].iloc[0]).split(" ", 1)
+            incumbent = {
+                "features": previous["feature_space"].iloc[0],
+                "method": method_param[0],
+                "param": method_param[-1],
+            }
         chosen_idx = choose(
             table,
             max_segments=config.max_segments,
             min_share=config.min_share,
             silhouette_tolerance=config.silhouette_tolerance,
+            incumbent=incumbent,
+            margin=config.change_margin,
         )
         table["chosen"] = table.index == chosen_idx
         chosen = candidates[chosen_idx]
         method, param = chosen.method, chosen.param
-        space = spaces[table.loc[chosen_idx, "features"]]
+        space_name_chosen = table.loc[chosen_idx, "features"]
+        space = spaces[space_name_chosen]
         features, scaler, raw = space["features"], space["scaler"], space["raw"]
         # The sweep may have run on a sample: everyone goes to the nearest chosen centroid.
         x_final = space["x"]
@@ -240,6 +256,9 @@ def behavioural_segments(
         # Between re-fits: yesterday's segments, today's customers, nearest stored centroid,
         # in yesterday's feature space (scaled on today's customers).
         features = tuple(json.loads(previous["features"].iloc[0]))
+        space_name_chosen = (
+            previous["feature_space"].iloc[0] if "feature_space" in previous else "stored"
+        )
         x, scaler, _, raw = prepare(current, features, config.scaling)
         stored = np.vstack(previous["centroid"].map(np.asarray).to_list())
         centroids = np.clip(scaler.transform(stored), -CLIP, CLIP)
@@ -377,6 +396,7 @@ def behavioural_segments(
             "rfm_centroid": [list(map(float, c)) for c in rfm_centroids],
             "features": json.dumps(list(features)),
             "method": f"{method} {param}",
+            "feature_space": space_name_chosen,
             "as_of": as_of,
             "run_id": context.run_id,
         }

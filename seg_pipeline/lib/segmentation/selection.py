@@ -179,8 +179,15 @@ def choose(
     max_segments: int = 10,
     min_share: float = 0.02,
     silhouette_tolerance: float = 0.1,
+    incumbent: dict | None = None,
+    margin: float = 0.01,
 ) -> int:
-    """Row index of the chosen candidate in ``table`` (see the module docstring for the rule)."""
+    """Row index of the chosen candidate in ``table`` (see the module docstring for the rule).
+
+    ``incumbent`` (yesterday's ``features``/``method``/``param``) is kept while it still passes
+    the filters and no candidate beats it by more than ``margin``: segments should not change
+    shape from night to night for a gain within noise.
+    """
     pool = table[(table["n_segments"] <= max_segments) & (table["n_segments"] >= 2)]
     eligible = pool[pool["min_share"] >= min_share]
     if len(eligible) == 0:
@@ -202,4 +209,11 @@ def choose(
         else "silhouette"
     )
     ordered = close.sort_values([target, "n_segments"], ascending=[False, True])
+    if incumbent:
+        same = close
+        for key, value in incumbent.items():
+            if key in close:
+                same = same[same[key] == value]
+        if len(same) and ordered.iloc[0][target] - same.iloc[0][target] <= margin:
+            return int(same.index[0])
     return int(ordered.index[0])

@@ -138,8 +138,11 @@ def test_factor_models_fast_top_k_matches_the_dense_path():
     data = _data(dense, item_categories=rng.integers(0, 4, 40))
     model = ALSRecommender(factors=8, iterations=5, bm25=False).fit(data)
     users = np.arange(60)
-    for kwargs in ({}, {"blocked": np.array([1, 2, 3])},
-                   {"categories": data.item_categories, "max_per_category": 2}):
+    for kwargs in (
+        {},
+        {"blocked": np.array([1, 2, 3])},
+        {"categories": data.item_categories, "max_per_category": 2},
+    ):
         fast = model.recommend(users, data.purchased, 5, **kwargs)
         slow = Recommender.recommend(model, users, data.purchased, 5, **kwargs)
         assert (fast.items == slow.items).all(), kwargs

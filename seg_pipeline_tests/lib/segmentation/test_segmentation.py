@@ -115,3 +115,23 @@ def test_choose_prefers_forecasting_power_among_good_silhouettes():
     )
     # k=12 is over the cap; k=5's silhouette is too far from the best; k=4 forecasts best.
     assert choose(table, max_segments=10, silhouette_tolerance=0.1) == 1
+
+
+def test_choose_keeps_yesterdays_model_unless_clearly_beaten():
+    from seg_pipeline.lib.segmentation.selection import choose
+
+    table = pd.DataFrame(
+        {
+            "features": ["rfm", "rfm", "rfm"],
+            "method": ["kmeans", "kmeans", "gmm"],
+            "param": ["k=4", "k=6", "k=6"],
+            "n_segments": [4, 6, 6],
+            "silhouette": [0.40, 0.38, 0.37],
+            "min_share": [0.1, 0.1, 0.1],
+            "forecast_omega2": [0.240, 0.245, 0.300],
+        }
+    )
+    yesterday = {"features": "rfm", "method": "kmeans", "param": "k=4"}
+    # k=6 K-Means is better by 0.005 (noise): keep yesterday's; GMM is better by 0.06: switch.
+    assert choose(table.iloc[:2], incumbent=yesterday, margin=0.01) == 0
+    assert choose(table, incumbent=yesterday, margin=0.01) == 2
