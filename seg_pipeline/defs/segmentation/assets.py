@@ -91,7 +91,7 @@ class SegmentationConfig(dg.Config):
         "stored segments without re-fitting.",
     )
     change_margin: float = Field(
-        default=0.01,
+        default=0.02,
         description="Keep yesterday's method and size unless a candidate forecasts better by more "
         "than this omega squared.",
     )
