@@ -116,6 +116,7 @@ def two_runs(tmp_path_factory, small_shop_files):
 
 def test_reader_during_a_run_sees_no_error_and_no_mixed_run(two_runs):
     report = two_runs["report"]
+    print(f"reader during a run: {report}")  # shown with `pytest -s`; quoted in the issue note
     assert two_runs["second"].success
     assert report["errors"] == 0, report["last_error"]
     assert report["mixed"] == 0
