@@ -34,7 +34,7 @@ pricing as (
 valued as (
 
     select events.*,
-        case when pricing.has_prices then revenue else quantity end as amount
+        case when pricing.has_prices then revenue else quantity::decimal(18, 4) end as amount
     from events cross join pricing
 
 ),

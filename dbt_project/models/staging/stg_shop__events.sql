@@ -17,7 +17,9 @@ renamed as (
         coalesce(order_id, customer_id || '@' || strftime(event_ts, '%Y-%m-%dT%H:%M:%S')) as order_id,
         value,
         country,
-        quantity * coalesce(unit_price, 0) as revenue,
+        -- Money is summed as DECIMAL: exact, so the same input always gives the same totals
+        -- (parallel sums of DOUBLE can differ in the last bit from run to run).
+        (quantity * coalesce(unit_price, 0))::decimal(18, 4) as revenue,
         customer_id is null as is_anonymous
 
     from source

@@ -18,6 +18,7 @@ highest silhouette when there is no forecast), and the fewer segments on a tie.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,7 +131,8 @@ def fit_candidate(
         k = int(param)
         sub = x[fit_idx]
         # One tree per (data, linkage) serves every k: cutting it is cheap, building it is not.
-        key = (id(x), len(x), linkage, random_state, fit_sample_size)
+        # Keyed by the sample's content: an object id can be reused by a different array.
+        key = (hashlib.sha1(np.ascontiguousarray(sub).tobytes()).hexdigest(), linkage)
         if key not in _TREES:
             _TREES.clear()
             _TREES[key] = scipy_linkage(sub, method=linkage)
