@@ -104,6 +104,17 @@ class Recommender:
         """The history item column behind each recommendation, or -1."""
         return np.full(recs.shape, -1, dtype=np.int64)
 
+    def _batch_size(self, n_items: int) -> int:
+        return max(64, min(4096, 16_000_000 // max(n_items, 1)))
+
+    def _top_k(self, batch, exclude, k, blocked):
+        """Best ``k`` item columns and scores per user of ``batch``; ineligible ones are -inf."""
+        scores = np.array(self.score(batch), dtype=np.float32)
+        scores[np.repeat(np.arange(len(batch)), np.diff(exclude.indptr)), exclude.indices] = -np.inf
+        if blocked is not None and len(blocked):
+            scores[:, blocked] = -np.inf
+        return _top_n(scores, k)
+
     def recommend(
         self,
         users: np.ndarray,
@@ -119,25 +130,20 @@ class Recommender:
 
         The default batch keeps one dense score block near 16M floats (64 MB).
         """
-        batch_size = batch_size or max(64, min(4096, 16_000_000 // max(exclude.shape[1], 1)))
+        batch_size = batch_size or self._batch_size(exclude.shape[1])
         out_items = np.full((len(users), n), -1, dtype=np.int64)
         out_scores = np.full((len(users), n), -np.inf, dtype=np.float32)
         capped = max_per_category is not None and categories is not None and categories.max() > 0
+        k = min(n * 4 if capped else n, exclude.shape[1])
         for start in range(0, len(users), batch_size):
             batch = np.asarray(users[start : start + batch_size])
-            scores = np.array(self.score(batch), dtype=np.float32)
-            mask = exclude[batch]
-            scores[np.repeat(np.arange(len(batch)), np.diff(mask.indptr)), mask.indices] = -np.inf
-            if blocked is not None and len(blocked):
-                scores[:, blocked] = -np.inf
+            top, top_scores = self._top_k(batch, exclude[batch].tocsr(), k, blocked)
             if capped:
-                top, top_scores = _top_n(scores, n * 4)
                 top, top_scores = _cap_categories(top, top_scores, categories, max_per_category, n)
-            else:
-                top, top_scores = _top_n(scores, n)
             top[~np.isfinite(top_scores)] = -1
-            out_items[start : start + len(batch), : top.shape[1]] = top
-            out_scores[start : start + len(batch), : top.shape[1]] = top_scores
+            m = min(n, top.shape[1])
+            out_items[start : start + len(batch), :m] = top[:, :m]
+            out_scores[start : start + len(batch), :m] = top_scores[:, :m]
         return Recommendations(items=out_items, scores=out_scores)
 
 
@@ -261,50 +267,27 @@ class ALSRecommender(Recommender):
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.model_.user_factors[users] @ self.model_.item_factors.T
 
-    def recommend(
-        self,
-        users: np.ndarray,
-        exclude: sp.csr_matrix,
-        n: int,
-        *,
-        blocked: np.ndarray | None = None,
-        categories: np.ndarray | None = None,
-        max_per_category: int | None = None,
-        batch_size: int | None = None,
-    ) -> Recommendations:
-        """Top-``n`` with implicit's multi-threaded top-k (matmul and selection in C++).
+    def _batch_size(self, n_items: int) -> int:
+        return 20_000  # implicit's top-k works in its own blocks; no dense batch is held here
+
+    def _top_k(self, batch, exclude, k, blocked):
+        """Top-k with implicit's multi-threaded C++ ``topk`` (matmul and selection).
 
         Profiling the nightly job at 10M events showed numpy's single-threaded argpartition over
         every item as the slowest step; implicit's ``topk`` does the same work on all cores.
         """
-        capped = max_per_category is not None and categories is not None and categories.max() > 0
-        k = min(n * 4 if capped else n, exclude.shape[1])
-        out_items = np.full((len(users), n), -1, dtype=np.int64)
-        out_scores = np.full((len(users), n), -np.inf, dtype=np.float32)
-        batch_size = batch_size or 20_000
-        items = np.ascontiguousarray(self.model_.item_factors, dtype=np.float32)
-        for start in range(0, len(users), batch_size):
-            batch = np.asarray(users[start : start + batch_size])
-            query = np.ascontiguousarray(self.model_.user_factors[batch], dtype=np.float32)
-            ids, scores = topk(
-                items,
-                query,
-                k,
-                filter_query_items=exclude[batch].tocsr(),
-                filter_items=None
-                if blocked is None or not len(blocked)
-                else np.asarray(blocked, dtype=np.int32),
-                num_threads=0,
-            )
-            ids = ids.astype(np.int64)
-            scores = np.where(scores <= _FILTERED, -np.inf, scores).astype(np.float32)
-            if capped:
-                ids, scores = _cap_categories(ids, scores, categories, max_per_category, n)
-            ids[~np.isfinite(scores)] = -1
-            m = min(n, ids.shape[1])
-            out_items[start : start + len(batch), :m] = ids[:, :m]
-            out_scores[start : start + len(batch), :m] = scores[:, :m]
-        return Recommendations(items=out_items, scores=out_scores)
+        ids, scores = topk(
+            np.ascontiguousarray(self.model_.item_factors, dtype=np.float32),
+            np.ascontiguousarray(self.model_.user_factors[batch], dtype=np.float32),
+            k,
+            filter_query_items=exclude,
+            filter_items=None
+            if blocked is None or not len(blocked)
+            else np.asarray(blocked, dtype=np.int32),
+            num_threads=0,
+        )
+        scores = np.where(scores <= _FILTERED, -np.inf, scores).astype(np.float32)
+        return ids.astype(np.int64), scores
 
     @property
     def item_vectors(self) -> np.ndarray:
