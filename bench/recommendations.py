@@ -42,6 +42,21 @@ from seg_pipeline.lib.synthetic import generate_shop, write_shop  # noqa: E402
 
 ONLINE_RETAIL = ROOT.parent / "shared" / "datasets" / "online_retail.csv.gz"
 K = 10
+COLUMNS = [
+    "candidate",
+    "precision",
+    "recall",
+    "f1",
+    "ndcg",
+    "map",
+    "hit_rate",
+    "mrr",
+    "coverage",
+    "diversity",
+    "novelty",
+    "fit_seconds",
+    "peak_mb",
+]
 
 
 def _datasets(out: Path, names: list[str]) -> list[dict]:
@@ -202,40 +217,9 @@ def bench(ds: dict, out: Path) -> pd.DataFrame:
     grid_peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     table = evaluation.table.assign(peak_mb=grid_peak)
-    rows += table[
-        [
-            "candidate",
-            "precision",
-            "recall",
-            "f1",
-            "ndcg",
-            "map",
-            "hit_rate",
-            "mrr",
-            "coverage",
-            "diversity",
-            "novelty",
-            "fit_seconds",
-            "peak_mb",
-        ]
-    ].to_dict("records")
+    rows += table[COLUMNS].to_dict("records")
     frame = pd.DataFrame(rows)
-    cols = [
-        "candidate",
-        "precision",
-        "recall",
-        "f1",
-        "ndcg",
-        "map",
-        "hit_rate",
-        "mrr",
-        "coverage",
-        "diversity",
-        "novelty",
-        "fit_seconds",
-        "peak_mb",
-    ]
-    frame = frame[cols].rename(
+    frame = frame[COLUMNS].rename(
         columns={m: f"{m}@{K}" for m in ("precision", "recall", "f1", "ndcg", "map", "hit_rate")}
     )
     print(frame.round(4).to_string(index=False))

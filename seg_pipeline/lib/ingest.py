@@ -13,7 +13,7 @@ import glob as globlib
 import gzip
 import zlib
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -372,7 +372,7 @@ def ingest_events(
         ).fetchall()[0][0]
         if latest is None:
             raise IngestError("no event has a valid item_id and event_ts; nothing to ingest")
-        as_of = (latest.date() if hasattr(latest, "date") else latest) + _one_day()
+        as_of = (latest.date() if hasattr(latest, "date") else latest) + timedelta(days=1)
 
     con.execute(
         """
@@ -543,12 +543,6 @@ def _drop_erased(con: duckdb.DuckDBPyConnection, key: str | None) -> int:
         {"key": key},
     ).fetchall()[0][0]
     return erased
-
-
-def _one_day():
-    from datetime import timedelta
-
-    return timedelta(days=1)
 
 
 def _derive_event_items(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
