@@ -20,7 +20,11 @@ from seg_pipeline.lib.recommendations.interactions import (
     load_heldout_purchases,
     load_interactions,
 )
-from seg_pipeline.lib.recommendations.models import ItemKNNRecommender, top_similar_items
+from seg_pipeline.lib.recommendations.models import (
+    ALSRecommender,
+    ItemKNNRecommender,
+    top_similar_items,
+)
 from seg_pipeline.lib.recommendations.publishing import build_lists
 from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
 
@@ -57,6 +61,21 @@ class RecommendationConfig(dg.Config):
     )
     eval_customers: int = Field(
         default=20_000, description="Held-out customers scored per candidate (a fixed sample)."
+    )
+    selection_customers: int = Field(
+        default=100_000,
+        description="Above search_max_customers, candidates are fitted and compared on a random "
+        "sample of this many customers (every item); the champion is then refitted on everyone.",
+    )
+    pool_scoring_min_customers: int | None = Field(
+        default=200_000,
+        description="From this many customers, factor models score a candidate pool of items (the "
+        "union of 20k random customers' exact lists) instead of every item; None: always exact.",
+    )
+    pool_min_recall: float = Field(
+        default=0.99,
+        description="Pool scoring is dropped for exact scoring when, on 5k customers scored both "
+        "ways, it keeps less than this share of the exact lists' quality (see models.py).",
     )
     factors: list[int] = Field(default=[64, 128], description="Latent factors tried for ALS/BPR.")
     max_per_category: int | None = Field(
@@ -188,14 +207,20 @@ def recommendations(
     with duckdb.get_connection() as con:
         as_of = con.execute("select as_of from ingest_manifest").fetchall()[0][0]
         split = choose_split(con, as_of, config.holdout_days)
-        train = load_interactions(con, weights=weights, before=split)
+        customers = con.execute(
+            "select distinct customer_id from int_customer_item_daily where event_date < $split "
+            "order by 1",
+            {"split": split},
+        ).fetchnumpy()["customer_id"]
+        large = len(customers) > config.search_max_customers
+        sample = None
+        if large and len(customers) > config.selection_customers:
+            rng = np.random.default_rng(config.random_state)
+            sample = np.sort(rng.choice(customers, config.selection_customers, replace=False))
+        train = load_interactions(con, weights=weights, before=split, customers=sample)
         relevant = load_heldout_purchases(con, train, split)
-        full = load_interactions(con, weights=weights)
         available = con.execute("select available from item_catalog order by item_id").fetchnumpy()
     blocked = np.flatnonzero(~np.asarray(available["available"], dtype=bool))
-    repeatable = np.flatnonzero(
-        np.isin(full.item_ids, np.asarray(config.repeatable_items, dtype=object))
-    )
     if relevant.nnz == 0:
         raise dg.Failure(
             f"no customer bought a new item between {split} and {as_of}: nothing to "
@@ -204,7 +229,7 @@ def recommendations(
     context.log.info(
         f"evaluating candidates: train before {split}, {relevant.nnz} held-out purchases"
     )
-    search = config.search and full.shape[0] <= config.search_max_customers
+    search = config.search and not large
     grid = default_grid(factors=config.factors, search=search, random_state=config.random_state)
     evaluation = evaluate(
         grid,
@@ -217,7 +242,23 @@ def recommendations(
         random_state=config.random_state,
     )
     table = evaluation.table
-    champion = evaluation.champion.fit(full)
+    selection = {
+        "train_users": train.shape[0],
+        "items": train.shape[1],
+        "heldout_users": int((np.diff(relevant.indptr) > 0).sum()),
+        "selection_sample": "all customers" if sample is None else f"{len(sample)} customers",
+    }
+    del train, relevant
+    with duckdb.get_connection() as con:
+        full = load_interactions(con, weights=weights)
+    repeatable = np.flatnonzero(
+        np.isin(full.item_ids, np.asarray(config.repeatable_items, dtype=object))
+    )
+    champion = evaluation.champion
+    if isinstance(champion, ALSRecommender):
+        champion.pool_min_users = config.pool_scoring_min_customers
+        champion.pool_min_recall = config.pool_min_recall
+    champion.fit(full)
     lists = build_lists(
         champion,
         full,
@@ -226,6 +267,7 @@ def recommendations(
         repeatable=repeatable,
         max_per_category=config.max_per_category,
     )
+    scoring = getattr(champion, "scoring_", None) or {"scoring": "exact"}
     champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
     base_row = table.loc[table["is_baseline"]].iloc[0].to_dict()
 
@@ -240,9 +282,8 @@ def recommendations(
                 "weights": json.dumps(weights.__dict__),
                 "champion": evaluation.champion_key,
                 "baseline": base_row["candidate"],
-                "train_users": train.shape[0],
-                "items": train.shape[1],
-                "heldout_users": int((np.diff(relevant.indptr) > 0).sum()),
+                **selection,
+                **{f"scoring_{k}": v for k, v in scoring.items()},
             }
         )
         for row in table.to_dict("records"):
@@ -389,6 +430,8 @@ def recommendations(
             f"champion_ndcg_at_{config.n}": float(champ_row["ndcg"]),
             f"popularity_ndcg_at_{config.n}": float(base_row["ndcg"]),
             "beats_popularity": bool(champ_row["candidate"] != base_row["candidate"]),
+            "selection_sample": selection["selection_sample"],
+            **{f"scoring_{k}": v for k, v in scoring.items()},
             "model_run_id": model_run_id,
         },
     )

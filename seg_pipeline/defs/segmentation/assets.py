@@ -221,7 +221,7 @@ def behavioural_segments(
                     }
                     if x_hold is not None and cand.n_segments >= 2:
                         hold_param = cand.n_segments if method != "hdbscan" else param
-                        hold = fit_candidate(x_hold, method, hold_param, **opts)
+                        hold = fit_candidate(x_hold, method, hold_param, score=False, **opts)
                         row["forecast_eta2"] = eta_squared(hold.labels, y_hold[hold_sel])
                         row["forecast_omega2"] = omega_squared(hold.labels, y_hold[hold_sel])
                     rows.append(row)

@@ -14,6 +14,7 @@ from datetime import date
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 
@@ -61,13 +62,19 @@ def load_interactions(
     before: date | None = None,
     daily_table: str = "int_customer_item_daily",
     items_table: str = "item_catalog",
+    customers: np.ndarray | None = None,
 ) -> InteractionMatrix:
     """Aggregate daily activity (optionally only days before ``before``) into a CSR matrix.
 
     Ids are mapped to row and column numbers inside DuckDB, and the result comes back as numpy
-    arrays through Arrow, so no Python object is created per interaction.
+    arrays through Arrow, so no Python object is created per interaction. ``customers`` keeps
+    only those customer ids (a sample for model selection at scale); items stay the catalogue.
     """
     cur = con.cursor()
+    cur.register(
+        "_customer_filter",
+        pa.table({"customer_id": pa.array([] if customers is None else customers, pa.string())}),
+    )
     cur.execute(
         f"""
         create or replace temp table _items_idx as
@@ -88,7 +95,8 @@ def load_interactions(
             date_diff('day', max(event_date), coalesce($before, max(max(event_date)) over () + 1))
                 as days_ago
         from {daily_table}
-        where $before is null or event_date < $before
+        where ($before is null or event_date < $before)
+          and ($all_customers or customer_id in (select customer_id from _customer_filter))
         group by customer_id, item_id
         """,
         {
@@ -98,6 +106,7 @@ def load_interactions(
             "w_rating": weights.rating,
             "w_return": weights.ret,
             "before": before,
+            "all_customers": customers is None,
         },
     )
     cur.execute(
@@ -123,6 +132,7 @@ def load_interactions(
     ).fetchnumpy()
     for table in ("_pairs", "_users_idx", "_items_idx"):
         cur.execute(f"drop table if exists {table}")
+    cur.unregister("_customer_filter")
     shape = (len(user_ids), len(item_ids))
     rows, columns = np.asarray(cols["u"]), np.asarray(cols["i"])
     weight = sp.csr_matrix(

@@ -45,12 +45,41 @@ class Recommendations:
     scores: np.ndarray
 
 
+_BLOCK = 64
+
+
 def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    k = min(n, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    """The ``n`` best columns of each row, best first (exact; ties keep the lower column).
+
+    Selection runs on block maxima first: a row's ``n`` best entries lie in the ``n`` blocks of
+    ``_BLOCK`` columns with the largest maxima, so only ``n × _BLOCK`` candidates per row are
+    partitioned instead of every column. Over 50k items that is 7-20× faster than
+    ``argpartition`` on the whole row, which profiling found to be the slowest step at 10M events.
+    """
+    rows, m = scores.shape
+    k = min(n, m)
+    if k == 0:
+        return np.empty((rows, 0), np.int64), np.empty((rows, 0), scores.dtype)
+    if m <= 4 * k * _BLOCK:
+        cols = np.broadcast_to(np.arange(m), scores.shape)
+        cand = scores
+    else:
+        block_max = np.maximum.reduceat(scores, np.arange(0, m, _BLOCK), axis=1)
+        blocks = np.argpartition(-block_max, k - 1, axis=1)[:, :k]
+        blocks.sort(axis=1)
+        cols = (blocks[:, :, None] * _BLOCK + np.arange(_BLOCK)).reshape(rows, -1)
+        inside = cols < m
+        cols = np.minimum(cols, m - 1)
+        cand = np.take_along_axis(scores, cols, axis=1)
+        cand[~inside] = -np.inf
+    # Sorting on (-score, column) makes ties deterministic and independent of the block layout.
+    top = np.argpartition(-cand, k - 1, axis=1)[:, :k]
+    top_cols = np.take_along_axis(cols, top, axis=1)
+    top_scores = np.take_along_axis(cand, top, axis=1)
+    order = np.lexsort((top_cols, -top_scores), axis=1)
+    return np.take_along_axis(top_cols, order, axis=1), np.take_along_axis(
+        top_scores, order, axis=1
+    )
 
 
 def _cap_categories(top, top_scores, categories, cap: int, n: int):
@@ -130,21 +159,33 @@ class Recommender:
 
         The default batch keeps one dense score block near 16M floats (64 MB).
         """
-        batch_size = batch_size or self._batch_size(exclude.shape[1])
         out_items = np.full((len(users), n), -1, dtype=np.int64)
         out_scores = np.full((len(users), n), -np.inf, dtype=np.float32)
         capped = max_per_category is not None and categories is not None and categories.max() > 0
         k = min(n * 4 if capped else n, exclude.shape[1])
-        for start in range(0, len(users), batch_size):
-            batch = np.asarray(users[start : start + batch_size])
-            top, top_scores = self._top_k(batch, exclude[batch].tocsr(), k, blocked)
-            if capped:
-                top, top_scores = _cap_categories(top, top_scores, categories, max_per_category, n)
-            top[~np.isfinite(top_scores)] = -1
-            m = min(n, top.shape[1])
-            out_items[start : start + len(batch), :m] = top[:, :m]
-            out_scores[start : start + len(batch), :m] = top_scores[:, :m]
+        self._prepare_scoring(np.asarray(users), exclude, n, k, blocked)
+        batch_size = batch_size or self._batch_size(exclude.shape[1])
+        try:
+            for start in range(0, len(users), batch_size):
+                batch = np.asarray(users[start : start + batch_size])
+                top, top_scores = self._top_k(batch, exclude[batch].tocsr(), k, blocked)
+                if capped:
+                    top, top_scores = _cap_categories(
+                        top, top_scores, categories, max_per_category, n
+                    )
+                top[~np.isfinite(top_scores)] = -1
+                m = min(n, top.shape[1])
+                out_items[start : start + len(batch), :m] = top[:, :m]
+                out_scores[start : start + len(batch), :m] = top_scores[:, :m]
+        finally:
+            self._finish_scoring()
         return Recommendations(items=out_items, scores=out_scores)
+
+    def _prepare_scoring(self, users, exclude, n, k, blocked) -> None:
+        """Hook run before the batches of one ``recommend`` call (see ALSRecommender)."""
+
+    def _finish_scoring(self) -> None:
+        """Hook run after the batches of one ``recommend`` call."""
 
 
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -235,7 +276,13 @@ class ALSRecommender(Recommender):
     bm25: bool = True
     random_state: int = 42
     name: str = "als"
+    pool_min_users: int | None = None
+    pool_min_recall: float = 0.99
+    pool_probe: int = 20_000
+    pool_check: int = 5_000
     model_: AlternatingLeastSquares | None = field(default=None, repr=False)
+    scoring_: dict | None = field(default=None, repr=False)
+    _pool: tuple | None = field(default=None, repr=False, compare=False)
 
     def params(self) -> dict:
         return {
@@ -268,18 +315,21 @@ class ALSRecommender(Recommender):
         return self.model_.user_factors[users] @ self.model_.item_factors.T
 
     def _batch_size(self, n_items: int) -> int:
+        if self._pool is not None:  # a dense block over the pool's columns is held per batch
+            return super()._batch_size(len(self._pool[0]))
         return 20_000  # implicit's top-k works in its own blocks; no dense batch is held here
 
-    def _top_k(self, batch, exclude, k, blocked):
+    def _exact_top_k(self, batch, exclude, k, blocked, item_factors=None):
         """Top-k with implicit's multi-threaded C++ ``topk`` (matmul and selection).
 
         Profiling the nightly job at 10M events showed numpy's single-threaded argpartition over
         every item as the slowest step; implicit's ``topk`` does the same work on all cores.
         """
+        factors = self.model_.item_factors if item_factors is None else item_factors
         ids, scores = topk(
-            np.ascontiguousarray(self.model_.item_factors, dtype=np.float32),
+            np.ascontiguousarray(factors, dtype=np.float32),
             np.ascontiguousarray(self.model_.user_factors[batch], dtype=np.float32),
-            k,
+            min(k, factors.shape[0]),
             filter_query_items=exclude,
             filter_items=None
             if blocked is None or not len(blocked)
@@ -288,6 +338,90 @@ class ALSRecommender(Recommender):
         )
         scores = np.where(scores <= _FILTERED, -np.inf, scores).astype(np.float32)
         return ids.astype(np.int64), scores
+
+    def _top_k(self, batch, exclude, k, blocked):
+        if self._pool is None:
+            return self._exact_top_k(batch, exclude, k, blocked)
+        pool, position = self._pool
+        # Scored here rather than by implicit's topk: its per-100-row Python overhead dominates
+        # when the item side is a small pool.
+        scores = self.model_.user_factors[batch] @ self.model_.item_factors[pool].T
+        cols = position[exclude.indices]
+        keep = cols >= 0
+        rows = np.repeat(np.arange(len(batch)), np.diff(exclude.indptr))
+        scores[rows[keep], cols[keep]] = -np.inf
+        ids, scores = _top_n(scores, k)
+        ids = pool[ids]
+        if ids.shape[1] < k:
+            pad = k - ids.shape[1]
+            ids = np.hstack([ids, np.zeros((len(batch), pad), np.int64)])
+            scores = np.hstack([scores, np.full((len(batch), pad), -np.inf, np.float32)])
+        # A customer who already bought much of the pool gets a short list from it: score them
+        # against every item instead, so pooling never shortens a list.
+        short = np.flatnonzero(~np.isfinite(scores[:, -1]))
+        if len(short):
+            ids[short], scores[short] = self._exact_top_k(batch[short], exclude[short], k, blocked)
+        return ids, scores
+
+    def _prepare_scoring(self, users, exclude, n, k, blocked) -> None:
+        """Above ``pool_min_users`` customers, score only a candidate pool of items.
+
+        ALS lists concentrate on few items: on 10M synthetic events the top-40 of 20k random
+        customers used 1.5k of 50k items and held every item of other customers' exact top-10.
+        So the pool is the union of the exact top-k of ``pool_probe`` random customers. Its cost
+        is measured every run: ``pool_check`` other customers are scored exactly and pooled, and
+        the share of ranks in their top-``n`` where the pooled list scores as high as the exact
+        one (recall) goes to ``scoring_``. Below
+        ``pool_min_recall`` the pool is dropped and everyone is scored exactly.
+        """
+        self._pool = None
+        n_items = self.model_.item_factors.shape[0]
+        self.scoring_ = {"scoring": "exact", "scored_items": n_items}
+        probe_n, check_n = self.pool_probe, self.pool_check
+        if self.pool_min_users is None or len(users) < max(self.pool_min_users, probe_n + check_n):
+            return
+        picked = np.random.default_rng(self.random_state).choice(
+            len(users), probe_n + check_n, replace=False
+        )
+        probe, check = np.sort(users[picked[:probe_n]]), np.sort(users[picked[probe_n:]])
+        blocked_set = np.asarray([] if blocked is None else blocked, dtype=np.int64)
+        probe_top, probe_scores = self._batched_exact(probe, exclude, k, blocked)
+        pool = np.unique(probe_top[np.isfinite(probe_scores)])
+        pool = pool[~np.isin(pool, blocked_set)]
+        if len(pool) > n_items // 2:
+            return  # no saving worth an approximation
+        position = np.full(n_items, -1, dtype=np.int64)
+        position[pool] = np.arange(len(pool))
+        _, exact_scores = self._batched_exact(check, exclude, k, blocked)
+        self._pool = (pool, position)
+        _, pooled_scores = self._top_k(check, exclude[check].tocsr(), k, blocked)
+        # Compared by score, rank by rank: among tied items (a customer whose factors are all
+        # zero ties every item) any choice is as good as the exact one.
+        exact_scores, pooled_scores = exact_scores[:, :n], pooled_scores[:, :n]
+        real = np.isfinite(exact_scores)
+        kept = pooled_scores >= exact_scores - 1e-6 * np.abs(exact_scores)
+        recall = float((kept & real).sum() / max(real.sum(), 1))
+        self.scoring_ = {
+            "scoring": "candidate_pool",
+            "scored_items": int(len(pool)),
+            "pool_recall": recall,
+            "pool_probe_customers": probe_n,
+            "pool_check_customers": check_n,
+        }
+        if recall < self.pool_min_recall:
+            self._pool = None
+            self.scoring_["scoring"] = "exact (pool recall too low)"
+            self.scoring_["scored_items"] = n_items
+
+    def _batched_exact(self, users, exclude, k, blocked):
+        parts = [
+            self._exact_top_k(b, exclude[b].tocsr(), k, blocked)
+            for b in np.array_split(users, max(1, len(users) // 20_000))
+        ]
+        return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+
+    def _finish_scoring(self) -> None:
+        self._pool = None
 
     @property
     def item_vectors(self) -> np.ndarray:

@@ -13,16 +13,21 @@ import scipy.sparse as sp
 
 
 def _padded_history(history: sp.csr_matrix, max_items: int) -> np.ndarray:
-    """Dense (users × max_items) history columns, -1 padded; keeps the highest-weight items."""
+    """Dense (users × width) history columns, -1 padded, highest weight first.
+
+    ``width`` is the longest history in the batch, capped at ``max_items``; longer histories
+    keep their highest-weight items. Built with one sort, no per-user Python loop.
+    """
+    history = history.tocsr()
     n = history.shape[0]
-    out = np.full((n, max_items), -1, dtype=np.int64)
-    for u in range(n):
-        start, end = history.indptr[u], history.indptr[u + 1]
-        idx, data = history.indices[start:end], history.data[start:end]
-        if len(idx) > max_items:
-            keep = np.argpartition(-data, max_items - 1)[:max_items]
-            idx = idx[keep]
-        out[u, : len(idx)] = idx
+    counts = np.diff(history.indptr)
+    width = int(min(max_items, counts.max())) if n else 0
+    out = np.full((n, max(width, 1)), -1, dtype=np.int64)
+    rows = np.repeat(np.arange(n), counts)
+    order = np.lexsort((history.indices, -history.data, rows))
+    rank = np.arange(len(order)) - np.repeat(history.indptr[:-1], counts)
+    keep = rank < width
+    out[rows[keep], rank[keep]] = history.indices[order][keep]
     return out
 
 

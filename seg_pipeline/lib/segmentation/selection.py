@@ -19,6 +19,7 @@ highest silhouette when there is no forecast), and the fewer segments on a tie.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,10 @@ from sklearn.mixture import GaussianMixture
 MINIBATCH_THRESHOLD = 200_000
 METHODS = ("kmeans", "gmm", "agglomerative", "hdbscan")
 LINKAGES = ("ward", "complete", "average", "single")
-_TREES: dict = {}
+# Linkage trees by (sample content, linkage); a few are kept because the sweep alternates between
+# feature spaces and the current and holdout snapshots, and rebuilding a tree is the costly part.
+_TREES: OrderedDict = OrderedDict()
+_TREES_KEPT = 4
 
 
 @dataclass
@@ -101,8 +105,13 @@ def fit_candidate(
     sample_size: int = 3_000,
     fit_sample_size: int = 5_000,
     linkage: str = "ward",
+    score: bool = True,
 ) -> Candidate:
-    """Fit one candidate (``param`` is k, or HDBSCAN's ``min_cluster_size``)."""
+    """Fit one candidate (``param`` is k, or HDBSCAN's ``min_cluster_size``).
+
+    ``score=False`` skips the quality metrics (silhouette is the costly one), for fits whose
+    labels are all that is used, such as the holdout fits behind the forecast measure.
+    """
     rng = np.random.default_rng(random_state)
     sample = rng.choice(len(x), size=min(sample_size, len(x)), replace=False)
     fit_idx = rng.choice(len(x), size=min(fit_sample_size, len(x)), replace=False)
@@ -134,8 +143,10 @@ def fit_candidate(
         # Keyed by the sample's content: an object id can be reused by a different array.
         key = (hashlib.sha1(np.ascontiguousarray(sub).tobytes()).hexdigest(), linkage)
         if key not in _TREES:
-            _TREES.clear()
             _TREES[key] = scipy_linkage(sub, method=linkage)
+            while len(_TREES) > _TREES_KEPT:
+                _TREES.popitem(last=False)
+        _TREES.move_to_end(key)
         link = _TREES[key]
         sub_labels = fcluster(link, t=k, criterion="maxclust") - 1
         centroids, _ = centroids_of(sub, sub_labels)
@@ -154,7 +165,7 @@ def fit_candidate(
     else:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
     centroids, labels = centroids_of(x, labels)
-    metrics = _score(x, labels, centroids, sample, model)
+    metrics = _score(x, labels, centroids, sample, model) if score else {}
     if method == "hdbscan":
         metrics["noise_share"] = noise_share
     return Candidate(

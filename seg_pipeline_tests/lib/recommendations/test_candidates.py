@@ -152,3 +152,83 @@ def test_factor_models_fast_top_k_matches_the_dense_path():
         slow = dense.recommend(users, data.purchased, 5, **kwargs)
         assert (fast.items == slow.items).all(), kwargs
         assert np.allclose(fast.scores, slow.scores, rtol=1e-4)
+
+
+def test_block_top_n_is_exact_with_ties_padding_and_ragged_blocks():
+    from seg_pipeline.lib.recommendations.models import _top_n
+
+    rng = np.random.default_rng(11)
+    # 1,000 columns: 16 blocks of 64 with a ragged last block, so the block path runs.
+    scores = rng.integers(0, 50, size=(200, 1000)).astype(np.float32)
+    scores[:5] = 0.0  # all tied
+    scores[5:10, 3:] = -np.inf  # only three eligible items
+    scores[10:20, -3:] = 1e6  # the winners sit in the ragged last block
+    items, top = _top_n(scores, 3)
+    expected = np.sort(scores, axis=1)[:, ::-1][:, :3]
+    assert np.array_equal(top, expected)
+    assert np.array_equal(np.take_along_axis(scores, items, axis=1), top)
+    assert (np.diff(top, axis=1) <= 0).all()
+    # Ties are broken by the lower column, whatever the block layout.
+    assert (items[:5] == [0, 1, 2]).all()
+    assert (items[10:20] == [997, 998, 999]).all()
+    assert (np.unique(items, axis=None).size > 3) and (items < 1000).all()
+
+
+def _concentrated_als(n_users=3000, n_items=2000, seed=3):
+    """Customers buy mostly from 40 popular items, as on power-law shop data."""
+    rng = np.random.default_rng(seed)
+    hot = rng.random((n_users, 40)) < 0.12
+    tail = rng.random((n_users, n_items - 40)) < 0.002
+    dense = np.hstack([hot, tail]).astype(float)
+    data = _data(dense, item_categories=rng.integers(0, 6, n_items))
+    return data, ALSRecommender(factors=8, iterations=5, random_state=0).fit(data)
+
+
+def test_pool_scoring_keeps_lists_and_reports_its_recall():
+    data, model = _concentrated_als()
+    users = np.arange(data.shape[0])
+    exact = model.recommend(users, data.purchased, 5)
+    assert model.scoring_["scoring"] == "exact"
+    pooled_model = copy.copy(model)
+    pooled_model.pool_min_users, pooled_model.pool_probe, pooled_model.pool_check = 1000, 800, 400
+    pooled = pooled_model.recommend(users, data.purchased, 5)
+    report = pooled_model.scoring_
+    assert report["scoring"] == "candidate_pool"
+    assert report["scored_items"] < data.shape[1] // 2
+    assert report["pool_recall"] >= 0.99
+    assert (pooled.items >= 0).all()
+    assert not np.take_along_axis(data.purchased.toarray(), pooled.items, axis=1).any()
+    # The pooled lists score like the exact ones, rank by rank, for nearly every customer.
+    same = np.isclose(pooled.scores, exact.scores, rtol=1e-5).all(axis=1)
+    assert same.mean() >= 0.99
+    assert pooled_model._pool is None  # the pool lives for one recommend call only
+
+
+def test_pool_scoring_falls_back_to_exact_when_recall_is_low():
+    data, model = _concentrated_als()
+    model.pool_min_users, model.pool_probe, model.pool_check = 1000, 800, 400
+    model.pool_min_recall = 1.01  # unreachable: the pool must be dropped
+    users = np.arange(data.shape[0])
+    pooled = model.recommend(users, data.purchased, 5)
+    assert model.scoring_["scoring"].startswith("exact")
+    assert model.scoring_["scored_items"] == data.shape[1]
+    model.pool_min_users = None
+    exact = model.recommend(users, data.purchased, 5)
+    assert np.array_equal(pooled.items, exact.items)
+
+
+def test_pool_scoring_never_shortens_a_list():
+    data, model = _concentrated_als()
+    # One customer bought every item the pool could hold: their list must come from the rest.
+    dense = data.purchased.toarray()
+    dense[0, :200] = 1
+    purchased = sp.csr_matrix(dense)
+    users = np.arange(data.shape[0])
+    exact = model.recommend(users, purchased, 5)
+    model.pool_min_users, model.pool_probe, model.pool_check = 1000, 800, 400
+    recs = model.recommend(users, purchased, 5)
+    assert model.scoring_["scoring"] == "candidate_pool"
+    pool_size = model.scoring_["scored_items"]
+    assert pool_size < data.shape[1] // 2
+    assert (recs.items[0] >= 200).all() and np.isfinite(recs.scores[0]).all()
+    assert np.allclose(recs.scores[0], exact.scores[0], rtol=1e-5)

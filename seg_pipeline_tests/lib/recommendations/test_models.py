@@ -118,3 +118,13 @@ def test_evaluation_prefers_a_model_that_learns_taste_over_popularity():
     assert result.champion.model_ is None  # handed back unfitted, to refit on all data
     assert table.loc["item_knn_cosine", "ndcg"] > table.loc["popularity", "ndcg"]
     assert table["is_champion"].sum() == 1
+
+
+def test_padded_history_keeps_the_heaviest_items_first():
+    from seg_pipeline.lib.recommendations.reasons import _padded_history
+
+    history = sp.csr_matrix(
+        np.array([[0, 3, 1, 0, 2], [0, 0, 0, 0, 0], [5, 0, 0, 0, 0]], dtype=np.float32)
+    )
+    assert _padded_history(history, 2).tolist() == [[1, 4], [-1, -1], [0, -1]]
+    assert _padded_history(history, 10).tolist() == [[1, 4, 2], [-1, -1, -1], [0, -1, -1]]
