@@ -12,7 +12,9 @@ that drove the score ("because"), by content similarity ("similar"), or by popul
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,18 +167,30 @@ class Recommender:
         k = min(n * 4 if capped else n, exclude.shape[1])
         self._prepare_scoring(np.asarray(users), exclude, n, k, blocked)
         batch_size = batch_size or self._batch_size(exclude.shape[1])
+
+        def one_batch(start: int) -> None:
+            batch = np.asarray(users[start : start + batch_size])
+            top, top_scores = self._top_k(batch, exclude[batch].tocsr(), k, blocked)
+            if capped:
+                top, top_scores = _cap_categories(top, top_scores, categories, max_per_category, n)
+            top[~np.isfinite(top_scores)] = -1
+            m = min(n, top.shape[1])
+            out_items[start : start + len(batch), :m] = top[:, :m]
+            out_scores[start : start + len(batch), :m] = top_scores[:, :m]
+
+        # Batches are independent and numpy's matmul and partition release the GIL, so one
+        # batch per core runs at once (BLAS single-threaded inside); each writes its own rows.
+        starts = range(0, len(users), batch_size)
         try:
-            for start in range(0, len(users), batch_size):
-                batch = np.asarray(users[start : start + batch_size])
-                top, top_scores = self._top_k(batch, exclude[batch].tocsr(), k, blocked)
-                if capped:
-                    top, top_scores = _cap_categories(
-                        top, top_scores, categories, max_per_category, n
-                    )
-                top[~np.isfinite(top_scores)] = -1
-                m = min(n, top.shape[1])
-                out_items[start : start + len(batch), :m] = top[:, :m]
-                out_scores[start : start + len(batch), :m] = top_scores[:, :m]
+            if len(starts) > 1:
+                with (
+                    threadpool_limits(limits=1, user_api="blas"),
+                    ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
+                ):
+                    list(pool.map(one_batch, starts))
+            else:
+                for start in starts:
+                    one_batch(start)
         finally:
             self._finish_scoring()
         return Recommendations(items=out_items, scores=out_scores)
@@ -186,6 +200,31 @@ class Recommender:
 
     def _finish_scoring(self) -> None:
         """Hook run after the batches of one ``recommend`` call."""
+
+
+def _shared_rows_top_k(table, row_of_user, exclude, k, blocked):
+    """Top-k when each user's scores are one of a few shared rows (the popularity lists).
+
+    A user excludes at most ``extra`` items (the longest purchase list in the batch), so their
+    top-k lies within the best ``k + extra`` columns of their row. Only the union of those
+    columns is scored: exact, and no users × items block is built.
+    """
+    # float64: the popularity tie-breaks (1e-6 per rank) vanish in float32 above ~10 buyers.
+    table = np.array(table, dtype=np.float64, copy=True)
+    if blocked is not None and len(blocked):
+        table[:, blocked] = -np.inf
+    extra = int(np.diff(exclude.indptr).max(initial=0))
+    width = min(k + extra, table.shape[1])
+    cand = np.unique(np.argpartition(-table, width - 1, axis=1)[:, :width])
+    scores = table[row_of_user][:, cand]
+    position = np.full(table.shape[1], -1, dtype=np.int64)
+    position[cand] = np.arange(len(cand))
+    cols = position[exclude.indices]
+    rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+    keep = cols >= 0
+    scores[rows[keep], cols[keep]] = -np.inf
+    ids, top = _top_n(scores, k)
+    return cand[ids], top.astype(np.float32)
 
 
 def _binary(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -226,6 +265,11 @@ class PopularityRecommender(Recommender):
     def score(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity_, (len(users), len(self.popularity_)))
 
+    def _top_k(self, batch, exclude, k, blocked):
+        return _shared_rows_top_k(
+            self.popularity_[None, :], np.zeros(len(batch), np.int64), exclude, k, blocked
+        )
+
 
 @dataclass
 class SegmentPopularityRecommender(Recommender):
@@ -263,6 +307,10 @@ class SegmentPopularityRecommender(Recommender):
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.table_[self.segments_[users]]  # row -1 is the shop-wide row
+
+    def _top_k(self, batch, exclude, k, blocked):
+        rows = self.segments_[batch] % len(self.table_)  # -1 is the last, shop-wide row
+        return _shared_rows_top_k(self.table_, rows, exclude, k, blocked)
 
 
 @dataclass

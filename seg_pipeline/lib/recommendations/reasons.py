@@ -8,6 +8,9 @@ the term that contributed most to the score.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -46,14 +49,16 @@ def explain_by_vectors(
     """
     norms = np.linalg.norm(item_vectors, axis=1, keepdims=True)
     unit = item_vectors / np.where(norms == 0, 1, norms)
+    unit = unit.astype(np.float32)
     because = np.full(recs.shape, -1, dtype=np.int64)
     sims = np.zeros(recs.shape, dtype=np.float32)
-    for start in range(0, recs.shape[0], batch_size):
+
+    def one_batch(start: int) -> None:
         r = recs[start : start + batch_size]
         hist = _padded_history(history[start : start + batch_size], max_history)
         rv = unit[np.clip(r, 0, None)]
         hv = unit[np.clip(hist, 0, None)]
-        s = np.einsum("bkf,blf->bkl", rv, hv)
+        s = np.matmul(rv, hv.transpose(0, 2, 1))  # batched (k × f) @ (f × l)
         s[np.broadcast_to((hist < 0)[:, None, :], s.shape)] = -np.inf
         best = s.argmax(axis=2)
         best_sim = np.take_along_axis(s, best[..., None], axis=2)[..., 0]
@@ -61,6 +66,10 @@ def explain_by_vectors(
         ok = np.isfinite(best_sim) & (r >= 0)
         because[start : start + len(r)] = np.where(ok, chosen, -1)
         sims[start : start + len(r)] = np.where(ok, best_sim, 0)
+
+    # Independent batches, one per core (numpy releases the GIL); each writes its own rows.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(one_batch, range(0, recs.shape[0], batch_size)))
     return because, sims
 
 

@@ -232,3 +232,21 @@ def test_pool_scoring_never_shortens_a_list():
     assert pool_size < data.shape[1] // 2
     assert (recs.items[0] >= 200).all() and np.isfinite(recs.scores[0]).all()
     assert np.allclose(recs.scores[0], exact.scores[0], rtol=1e-5)
+
+
+def test_popularity_shortcut_is_exact():
+    rng = np.random.default_rng(8)
+    dense = (rng.random((80, 300)) < rng.random(300) * 0.3).astype(float)
+    segments = rng.integers(-1, 3, 80)
+    data = _data(dense, user_segments=segments)
+    for model in (PopularityRecommender(), SegmentPopularityRecommender()):
+        model.fit(data)
+        table = model.popularity_[None, :] if model.name == "popularity" else model.table_
+        rows = np.zeros(80, int) if model.name == "popularity" else segments % len(table)
+        for blocked in (np.array([], int), np.array([0, 5, 7])):
+            recs = model.recommend(np.arange(80), data.purchased, 10, blocked=blocked)
+            for u in range(80):
+                # Reference: the user's row in float64, best first, lower column on ties.
+                eligible = np.flatnonzero((dense[u] == 0) & ~np.isin(np.arange(300), blocked))
+                order = np.lexsort((eligible, -table[rows[u], eligible]))
+                assert recs.items[u].tolist() == eligible[order][:10].tolist(), model.name
