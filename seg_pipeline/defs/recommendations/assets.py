@@ -2,6 +2,7 @@
 
 import json
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +30,19 @@ from seg_pipeline.lib.recommendations.publishing import build_lists
 from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
 
 REGISTERED_MODEL = "seg_pipeline_recommender"
+
+
+class PhaseTimer:
+    """Wall seconds per phase of an asset, for its metadata: where a nightly run spends time."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 2)
+        self._last = now
 
 
 class InteractionWeights(dg.Config):
@@ -130,7 +144,7 @@ def item_similarities(
 ) -> dg.MaterializeResult:
     """Each item's most similar items by item-item KNN on the purchase matrix."""
     with duckdb.get_connection() as con:
-        matrix = load_interactions(con, weights=config.weights.to_weights())
+        matrix = load_interactions(con, weights=config.weights.to_weights(), weights_only=True)
         knn = ItemKNNRecommender(weighting=config.weighting, k=config.knn_neighbours).fit(matrix)
         rows, cols, vals = top_similar_items(knn.similarity, config.n)
         con.register("sim_pairs", pa.table({"i": rows, "j": cols, "score": vals}))
@@ -204,6 +218,7 @@ def recommendations(
     import mlflow
 
     weights = config.weights.to_weights()
+    phases = PhaseTimer()
     with duckdb.get_connection() as con:
         as_of = con.execute("select as_of from ingest_manifest").fetchall()[0][0]
         split = choose_split(con, as_of, config.holdout_days)
@@ -231,6 +246,7 @@ def recommendations(
     )
     search = config.search and not large
     grid = default_grid(factors=config.factors, search=search, random_state=config.random_state)
+    phases.lap("selection data")
     evaluation = evaluate(
         grid,
         train,
@@ -241,6 +257,7 @@ def recommendations(
         max_users=config.eval_customers,
         random_state=config.random_state,
     )
+    phases.lap("candidate evaluation")
     table = evaluation.table
     selection = {
         "train_users": train.shape[0],
@@ -258,7 +275,9 @@ def recommendations(
     if isinstance(champion, ALSRecommender):
         champion.pool_min_users = config.pool_scoring_min_customers
         champion.pool_min_recall = config.pool_min_recall
+    phases.lap("full data")
     champion.fit(full)
+    phases.lap("champion fit")
     lists = build_lists(
         champion,
         full,
@@ -267,6 +286,7 @@ def recommendations(
         repeatable=repeatable,
         max_per_category=config.max_per_category,
     )
+    phases.lap("lists and reasons")
     scoring = getattr(champion, "scoring_", None) or {"scoring": "exact"}
     champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
     base_row = table.loc[table["is_baseline"]].iloc[0].to_dict()
@@ -321,6 +341,7 @@ def recommendations(
             )
         model_run_id = parent.info.run_id
 
+    phases.lap("mlflow logging")
     n_users = full.shape[0]
     long = pa.table(
         {
@@ -418,6 +439,8 @@ def recommendations(
             "select count(*), count(distinct customer_id) from customer_recommendations"
         ).fetchall()[0]
 
+    phases.lap("tables written")
+    context.log.info(f"recommendations: seconds by phase {phases.seconds}")
     summary = table.sort_values("ndcg", ascending=False)[
         ["candidate", "ndcg", "precision", "recall", "map", "coverage", "is_champion"]
     ]
@@ -431,6 +454,7 @@ def recommendations(
             f"popularity_ndcg_at_{config.n}": float(base_row["ndcg"]),
             "beats_popularity": bool(champ_row["candidate"] != base_row["candidate"]),
             "selection_sample": selection["selection_sample"],
+            "seconds_by_phase": phases.seconds,
             **{f"scoring_{k}": v for k, v in scoring.items()},
             "model_run_id": model_run_id,
         },

@@ -6,7 +6,9 @@ segment tables, the history and the migration tables, the charts and the HTML re
 """
 
 import json
+import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +19,7 @@ from pydantic import Field
 from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from threadpoolctl import threadpool_limits
 
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib import plots
@@ -202,30 +205,39 @@ def behavioural_segments(
         rng.choice(len(holdout), min(config.selection_sample, len(holdout)), replace=False)
     )
     if config.refit or not has_previous:
-        for space_name, space in spaces.items():
+
+        def fit_one(space_name: str, method: str, param) -> tuple[dict, object] | str:
+            space = spaces[space_name]
             x = space["x"][sel]
-            x_hold = space["x_hold"][hold_sel] if space["x_hold"] is not None else None
-            for method in config.methods:
-                params = candidate_params(method, range(config.k_min, config.k_max + 1), len(x))
-                for param in params:
-                    try:
-                        cand = fit_candidate(x, method, param, **opts)
-                    except ValueError as exc:
-                        context.log.warning(f"{method} {param}: {exc}")
-                        continue
-                    row = {
-                        "features": space_name,
-                        "method": method,
-                        "param": cand.param,
-                        **cand.metrics,
-                    }
-                    if x_hold is not None and cand.n_segments >= 2:
-                        hold_param = cand.n_segments if method != "hdbscan" else param
-                        hold = fit_candidate(x_hold, method, hold_param, score=False, **opts)
-                        row["forecast_eta2"] = eta_squared(hold.labels, y_hold[hold_sel])
-                        row["forecast_omega2"] = omega_squared(hold.labels, y_hold[hold_sel])
-                    rows.append(row)
-                    candidates.append(cand)
+            try:
+                cand = fit_candidate(x, method, param, **opts)
+            except ValueError as exc:
+                return f"{method} {param}: {exc}"
+            row = {"features": space_name, "method": method, "param": cand.param, **cand.metrics}
+            if space["x_hold"] is not None and cand.n_segments >= 2:
+                hold_param = cand.n_segments if method != "hdbscan" else param
+                x_hold = space["x_hold"][hold_sel]
+                hold = fit_candidate(x_hold, method, hold_param, score=False, **opts)
+                row["forecast_eta2"] = eta_squared(hold.labels, y_hold[hold_sel])
+                row["forecast_omega2"] = omega_squared(hold.labels, y_hold[hold_sel])
+            return row, cand
+
+        jobs = [
+            (space_name, method, param)
+            for space_name in spaces
+            for method in config.methods
+            for param in candidate_params(method, range(config.k_min, config.k_max + 1), len(sel))
+        ]
+        # Candidates are independent: one per core, each single-threaded inside (the samples
+        # are small, so sklearn's own threads mostly wait). Results keep the job order.
+        with threadpool_limits(limits=1), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            results = list(pool.map(lambda job: fit_one(*job), jobs))
+        for result in results:
+            if isinstance(result, str):
+                context.log.warning(result)
+            else:
+                rows.append(result[0])
+                candidates.append(result[1])
         table = pd.DataFrame(rows)
         incumbent = None
         if has_previous and "feature_space" in previous:

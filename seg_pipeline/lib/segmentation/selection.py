@@ -19,6 +19,7 @@ highest silhouette when there is no forecast), and the fewer segments on a tie.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ LINKAGES = ("ward", "complete", "average", "single")
 # feature spaces and the current and holdout snapshots, and rebuilding a tree is the costly part.
 _TREES: OrderedDict = OrderedDict()
 _TREES_KEPT = 4
+_TREES_LOCK = threading.Lock()  # candidates are fitted in parallel threads
 
 
 @dataclass
@@ -142,12 +144,13 @@ def fit_candidate(
         # One tree per (data, linkage) serves every k: cutting it is cheap, building it is not.
         # Keyed by the sample's content: an object id can be reused by a different array.
         key = (hashlib.sha1(np.ascontiguousarray(sub).tobytes()).hexdigest(), linkage)
-        if key not in _TREES:
-            _TREES[key] = scipy_linkage(sub, method=linkage)
-            while len(_TREES) > _TREES_KEPT:
-                _TREES.popitem(last=False)
-        _TREES.move_to_end(key)
-        link = _TREES[key]
+        with _TREES_LOCK:
+            if key not in _TREES:
+                _TREES[key] = scipy_linkage(sub, method=linkage)
+                while len(_TREES) > _TREES_KEPT:
+                    _TREES.popitem(last=False)
+            _TREES.move_to_end(key)
+            link = _TREES[key]
         sub_labels = fcluster(link, t=k, criterion="maxclust") - 1
         centroids, _ = centroids_of(sub, sub_labels)
         labels = nearest_centroid(x, centroids)
