@@ -141,6 +141,10 @@ def main() -> None:
         if float(seconds) >= 0.05:
             print(f"  {step:60s} {float(seconds):7.1f}")
     print(f"  {'sum of steps':60s} {sum(float(s) for _, s in steps):7.1f}")
+    log = database.with_name(f"{database.stem}_last_run.log")
+    phases = re.findall(r"recommendations: seconds by phase (\{.*\})", log.read_text())
+    if phases:
+        print(f"  recommendations by phase: {phases[-1]}")
     print(f"pipeline total wall {wall:.1f} s (includes ~8 s of start-up), peak RSS {rss:,.0f} MB")
 
     if not args.skip_minimal:
