@@ -74,4 +74,9 @@ class Translator(DagsterDbtTranslator):
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
     """Build and test every dbt model against the working database."""
     dbt_vars = {"work_database": str(settings.work_path), "run_id": context.run_id}
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+    # One target folder per working database, reused every night: dagster-dbt's default is a new
+    # folder per run inside the project, which grew by one folder (logs, manifest) each night.
+    target = settings.work_path.with_name(f"{settings.work_path.stem}_dbt_target")
+    yield from dbt.cli(
+        ["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target
+    ).stream()
