@@ -204,32 +204,35 @@ def load_heldout_purchases(
     Rows and columns follow ``train``; customers or items unknown to ``train`` are left out,
     because no model trained on ``train`` could score them.
     """
-    pairs = (
-        con.cursor()
-        .execute(
-            f"""
-        select customer_id, item_id from {daily_table}
-        where event_date >= $since and n_orders > 0
-        group by all
+    # Ids are mapped to train's rows and columns inside DuckDB (a join on Arrow tables of the
+    # ids); matching a million id strings in numpy took seconds at 10M events.
+    cur = con.cursor()
+    cur.register(
+        "_train_users",
+        pa.table(
+            {"customer_id": pa.array(train.user_ids, pa.string()), "u": np.arange(train.shape[0])}
+        ),
+    )
+    cur.register(
+        "_train_items",
+        pa.table(
+            {"item_id": pa.array(train.item_ids, pa.string()), "i": np.arange(train.shape[1])}
+        ),
+    )
+    pairs = cur.execute(
+        f"""
+        select u.u, i.i
+        from (select distinct customer_id, item_id from {daily_table}
+              where event_date >= $since and n_orders > 0) d
+        join _train_users u using (customer_id)
+        join _train_items i using (item_id)
         """,
-            {"since": since},
-        )
-        .fetchnumpy()
-    )
-    users = np.asarray(pairs["customer_id"], dtype=object)
-    items = np.asarray(pairs["item_id"], dtype=object)
-    u = np.searchsorted(train.user_ids, users)
-    i = np.searchsorted(train.item_ids, items)
-    u_ok = (u < len(train.user_ids)) & (
-        train.user_ids[np.minimum(u, len(train.user_ids) - 1)] == users
-    )
-    i_ok = (i < len(train.item_ids)) & (
-        train.item_ids[np.minimum(i, len(train.item_ids) - 1)] == items
-    )
-    keep = u_ok & i_ok
-    relevant = sp.csr_matrix(
-        (np.ones(keep.sum(), dtype=np.float32), (u[keep], i[keep])), shape=train.shape
-    )
+        {"since": since},
+    ).fetchnumpy()
+    cur.unregister("_train_users")
+    cur.unregister("_train_items")
+    u, i = np.asarray(pairs["u"], dtype=np.int64), np.asarray(pairs["i"], dtype=np.int64)
+    relevant = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, i)), shape=train.shape)
     # Only items new to the customer count: re-buying a known item is not a discovery.
     relevant = relevant - relevant.multiply(train.purchased > 0)
     relevant.eliminate_zeros()

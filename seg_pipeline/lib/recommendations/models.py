@@ -359,9 +359,10 @@ class ALSRecommender(Recommender):
         return self.model_.user_factors[users] @ self.model_.item_factors.T
 
     def _batch_size(self, n_items: int) -> int:
-        # One dense float32 block (batch × scored items) per thread: ~200 MB at most.
+        # One dense block (batch × scored items) per thread, about 16M scores: with selection's
+        # temporaries ~200 MB per thread (50M scores per block made 1M events peak at 2.4 GB).
         width = len(self._pool[0]) if self._pool is not None else n_items
-        return max(64, min(16_384, 50_000_000 // max(width, 1)))
+        return max(64, min(16_384, 16_000_000 // max(width, 1)))
 
     def _exact_top_k(self, batch, exclude, k, blocked):
         """Top-k over every item: one BLAS matmul per batch and the block-max selection.
