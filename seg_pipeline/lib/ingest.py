@@ -80,6 +80,7 @@ class IngestResult:
     anonymous_rows: int = 0
     n_customers: int = 0
     n_items: int = 0
+    files_read: list[str] = field(default_factory=list)  # this run (incremental: new ones)
 
 
 def resolve_sources(pattern: str | Path) -> list[str]:
@@ -299,8 +300,14 @@ def ingest_events(
     non_product_items: tuple[str, ...] | None = None,
     max_bad_share: float = 0.5,
     pseudonym_key: str | None = None,
+    incremental: bool = True,
 ) -> IngestResult:
     """Load events into ``raw_events`` and ``quarantined_events`` in one transaction.
+
+    With daily partitions (one file per day, named so that they sort by date) and
+    ``incremental``, a run reads only the files it has not ingested before and appends their
+    rows; the tables end up as a full rebuild would make them (``_incremental_plan`` says when
+    that holds; otherwise every file is read again).
 
     Parameters
     ----------
@@ -323,6 +330,8 @@ def ingest_events(
     pseudonym_key : str, optional
         Key of the customer-id hashes in ``erased_customers``; rows of erased customers are
         dropped before anything is stored and only counted (``rows_erased``).
+    incremental : bool
+        Append only new files when the earlier ingest allows it (see ``_incremental_plan``).
 
     Returns
     -------
@@ -335,14 +344,19 @@ def ingest_events(
         non_product_items = ONLINE_RETAIL_NON_PRODUCT if fmt == "online_retail" else ()
 
     con.execute("set TimeZone = 'UTC'")
-    _land(con, files)
+    stats = {f: _file_stat(f) for f in files}
+    previous = _incremental_plan(con, files, stats, fmt, as_of) if incremental else None
+    new_files = files if previous is None else [f for f in files if f not in previous["files"]]
+    if previous is not None and not new_files:
+        return _unchanged_result(con, files, run_id)
+    _land(con, new_files)
     cols = _columns(con, "_landing")
     _check_columns(fmt, cols, files)
 
     n_landed = con.execute(
         "select (select count(*) from _landing) + (select count(*) from _rejects)"
     ).fetchall()[0][0]
-    if n_landed == 0:
+    if n_landed == 0 and previous is None:
         raise IngestError(f"no event rows in {', '.join(Path(f).name for f in files)}")
     con.execute(f"create or replace temp view _normalised as {_normalised_select(fmt, cols)}")
     con.execute(
@@ -386,14 +400,18 @@ def ingest_events(
         {"non_products": list(non_product_items)},
     )
     # as_of defaults to the day after the latest event that is otherwise valid.
+    as_of_given = as_of is not None
     if as_of is None:
         latest = con.execute(
             "select max(ts) from _classified where item_id is not null and etype in "
             "('purchase','return','view','cart','rating')"
         ).fetchall()[0][0]
-        if latest is None:
+        if latest is None and previous is not None:
+            as_of = previous["as_of"]  # only bad rows today: yesterday's as_of stands
+        elif latest is None:
             raise IngestError("no event has a valid item_id and event_ts; nothing to ingest")
-        as_of = (latest.date() if hasattr(latest, "date") else latest) + timedelta(days=1)
+        else:
+            as_of = (latest.date() if hasattr(latest, "date") else latest) + timedelta(days=1)
     con.execute(
         "update _classified set reason = 'after_as_of' "
         "where reason is null and ts >= $as_of::timestamp",
@@ -426,6 +444,16 @@ def ingest_events(
         """
     )
 
+    if previous is not None:
+        # Rows already ingested came first in file order, so a new row whose content was seen
+        # before is a later copy. Earlier rows are known by their content hash only.
+        con.execute(
+            """
+            update _classified set reason = 'duplicate_event'
+            where reason is null
+              and _content_hash in (select content_hash from event_fingerprints)
+            """
+        )
     rows_erased = _drop_erased(con, pseudonym_key)
     counts = dict(
         con.execute(
@@ -436,6 +464,15 @@ def ingest_events(
             """
         ).fetchall()
     )
+    if previous is not None:
+        # Counts are cumulative, as a full rebuild would report them.
+        for reason, n in con.execute(
+            "select reason, count(*) from quarantined_events group by all"
+        ).fetchall():
+            counts[reason] = counts.get(reason, 0) + n
+        counts["_used"] = counts.get("_used", 0) + previous["rows_used"]
+        rows_erased += previous["rows_erased"]
+        as_of = max(as_of, previous["as_of"])
     rows_used = counts.pop("_used", 0)
     rows_quarantined = sum(counts.values())
     rows_read = rows_used + rows_quarantined + rows_erased
@@ -448,9 +485,12 @@ def ingest_events(
 
     con.execute("begin transaction")
     try:
+        if previous is None:
+            for table in ("raw_events", "quarantined_events", "event_fingerprints"):
+                con.execute(f"drop table if exists {table}")
         con.execute(
-            """
-            create or replace table raw_events as
+            f"""
+            {"insert into raw_events" if previous is not None else "create table raw_events as"}
             select
                 -- File number and line: unique, stable across reruns of the same files, and
                 -- with no global sort (numbering rows in file order took 10 s at 10M rows).
@@ -474,8 +514,12 @@ def ingest_events(
             {"run_id": run_id, "files": files},
         )
         con.execute(
-            """
-            create or replace table quarantined_events as
+            f"""
+            {
+                "insert into quarantined_events"
+                if previous is not None
+                else "create table quarantined_events as"
+            }
             select _source_file as source_file, _source_line as source_line, reason,
                    customer_id, item_id, event_ts, event_type, quantity, unit_price, order_id,
                    value, null::varchar as raw_line, $run_id as run_id
@@ -488,13 +532,39 @@ def ingest_events(
             """,
             {"run_id": run_id},
         )
+        # The run that publishes the quarantine owns it (publishing checks one run id per table).
+        con.execute("update quarantined_events set run_id = $run_id", {"run_id": run_id})
+        # Content hashes of every kept row, for the duplicate check of later incremental runs.
+        # They carry the customer id so that an erasure deletes them with the rows.
+        con.execute(
+            f"""
+            {
+                "insert into event_fingerprints"
+                if previous is not None
+                else "create table event_fingerprints as"
+            }
+            select customer_id, _content_hash as content_hash from _classified
+            """
+        )
+        con.execute(
+            "create table if not exists ingested_files (source_file varchar, size_bytes bigint, "
+            "modified_ns bigint, run_id varchar)"
+        )
+        if previous is None:
+            con.execute("delete from ingested_files")
+        for f in new_files:
+            con.execute(
+                "insert into ingested_files values ($f, $size, $mtime, $run_id)",
+                {"f": f, "size": stats[f][0], "mtime": stats[f][1], "run_id": run_id},
+            )
         con.execute(
             """
             create or replace table ingest_manifest as
             select $run_id as run_id, $as_of::date as as_of, $read::bigint as rows_read,
                    $used::bigint as rows_used, $quarantined::bigint as rows_quarantined,
                    $erased::bigint as rows_erased, $files::varchar[] as source_files,
-                   now() as ingested_at
+                   now() as ingested_at, $fmt as events_format, $as_of_given as as_of_given,
+                   $new_files::varchar[] as files_read_this_run
             """,
             {
                 "run_id": run_id,
@@ -504,6 +574,9 @@ def ingest_events(
                 "quarantined": rows_quarantined,
                 "erased": rows_erased,
                 "files": files,
+                "fmt": fmt,
+                "as_of_given": as_of_given,
+                "new_files": new_files,
             },
         )
         con.execute("commit")
@@ -528,6 +601,114 @@ def ingest_events(
         as_of=as_of,
         rows_erased=rows_erased,
         reasons=counts,
+        anonymous_rows=anonymous,
+        n_customers=n_customers,
+        n_items=n_items,
+        files_read=new_files,
+    )
+
+
+def _file_stat(path: str) -> tuple[int, int]:
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _has_tables(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> bool:
+    found = con.execute(
+        "select count(*) from information_schema.tables where table_name in (select unnest($n))",
+        {"n": list(names)},
+    ).fetchall()[0][0]
+    return found == len(names)
+
+
+def _incremental_plan(
+    con: duckdb.DuckDBPyConnection,
+    files: list[str],
+    stats: dict[str, tuple[int, int]],
+    fmt: str,
+    as_of: date | None,
+) -> dict | None:
+    """The earlier ingest, when appending only the new files gives what a full rebuild would.
+
+    That holds when: the format is canonical and was the same last time; no as_of was given,
+    now or then (a fixed as_of can quarantine rows that a later as_of would accept); every file
+    read before is still there, unchanged (size and modification time); and every new file
+    sorts after all of them, so file order is ingestion order and the first copy of a
+    duplicate is always the one already stored. Otherwise returns None: read everything again.
+    """
+    needed = ("raw_events", "quarantined_events", "ingest_manifest", "ingested_files")
+    if (
+        fmt != "canonical"
+        or as_of is not None
+        or not _has_tables(con, (*needed, "event_fingerprints"))
+    ):
+        return None
+    columns = {c for c in _columns(con, "ingest_manifest")}
+    if not {"events_format", "as_of_given"} <= columns:
+        return None
+    manifest = con.execute(
+        "select events_format, as_of_given, as_of, rows_used, rows_erased, ingested_at "
+        "from ingest_manifest"
+    ).fetchall()
+    if len(manifest) != 1:
+        return None
+    events_format, as_of_given, previous_as_of, rows_used, rows_erased, ingested_at = manifest[0]
+    if events_format != fmt or as_of_given:
+        return None
+    # An erasure since then deleted rows behind the stored counts: recount from the files.
+    if _has_tables(con, ("erased_customers",)):
+        erased_since = con.execute(
+            "select count(*) from erased_customers where requested_at >= $t::timestamp",
+            {"t": ingested_at},
+        ).fetchall()[0][0]
+        if erased_since:
+            return None
+    seen = {
+        f: (size, mtime)
+        for f, size, mtime in con.execute(
+            "select source_file, size_bytes, modified_ns from ingested_files"
+        ).fetchall()
+    }
+    if not seen or any(stats.get(f) != stat for f, stat in seen.items()):
+        return None
+    new = [f for f in files if f not in seen]
+    if new and min(new) <= max(seen):
+        return None
+    return {
+        "files": set(seen),
+        "as_of": previous_as_of,
+        "rows_used": rows_used,
+        "rows_erased": rows_erased,
+    }
+
+
+def _unchanged_result(
+    con: duckdb.DuckDBPyConnection, files: list[str], run_id: str
+) -> IngestResult:
+    """Nothing new since the last ingest: its tables stand, and so do its counts."""
+    as_of, rows_read, rows_used, rows_quarantined, rows_erased = con.execute(
+        "select as_of, rows_read, rows_used, rows_quarantined, rows_erased from ingest_manifest"
+    ).fetchall()[0]
+    con.execute(
+        "update ingest_manifest set files_read_this_run = []::varchar[], run_id = $r",
+        {"r": run_id},
+    )
+    con.execute("update quarantined_events set run_id = $r", {"r": run_id})
+    reasons = dict(
+        con.execute("select reason, count(*) from quarantined_events group by all").fetchall()
+    )
+    anonymous, n_customers, n_items = con.execute(
+        "select count(*) filter (where customer_id is null), count(distinct customer_id), "
+        "count(distinct item_id) from raw_events"
+    ).fetchall()[0]
+    return IngestResult(
+        files=files,
+        rows_read=rows_read,
+        rows_used=rows_used,
+        rows_quarantined=rows_quarantined,
+        as_of=as_of,
+        rows_erased=rows_erased,
+        reasons=reasons,
         anonymous_rows=anonymous,
         n_customers=n_customers,
         n_items=n_items,

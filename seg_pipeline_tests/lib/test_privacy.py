@@ -52,8 +52,14 @@ def test_erasure_removes_every_row_and_later_ingests_drop_the_customer(con, writ
     ingest_events(con, path, run_id="r1")
     con.execute("create table customer_scores as select 'C1' as customer_id, 5 as score")
     deleted = erase_customers(con, ["C1"], KEY)
-    assert deleted == {"raw_events": 2, "customer_scores": 1, "quarantined_events": 1}
-    for table in ("raw_events", "quarantined_events", "customer_scores"):
+    # The content hashes kept for incremental ingest name the customer too, and go with them.
+    assert deleted == {
+        "raw_events": 2,
+        "customer_scores": 1,
+        "quarantined_events": 1,
+        "event_fingerprints": 2,
+    }
+    for table in ("raw_events", "quarantined_events", "customer_scores", "event_fingerprints"):
         assert con.execute(f"select count(*) from {table} where customer_id = 'C1'").fetchall() == [
             (0,)
         ]

@@ -112,6 +112,10 @@ def ingested_events(
             "customers": result.n_customers,
             "items": result.n_items,
             "source_files": ", ".join(result.files),
+            "files_read_this_run": len(result.files_read),
+            "ingest_mode": "full"
+            if len(result.files_read) == len(result.files)
+            else "incremental (new files only)",
         },
     )
     yield dg.MaterializeResult(
