@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -119,7 +120,7 @@ def main() -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{args.events}.db'}"}
     database = out / f"published_{args.events}.duckdb"
     for stale in out.glob(f"published_{args.events}*"):
-        stale.unlink()
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     wall, rss, _, err = timed(
         [
             sys.executable,
