@@ -6,9 +6,7 @@ segment tables, the history and the migration tables, the charts and the HTML re
 """
 
 import json
-import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -19,10 +17,10 @@ from pydantic import Field
 from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from threadpoolctl import threadpool_limits
 
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib import plots
+from seg_pipeline.lib.parallel import each_in_threads
 from seg_pipeline.lib.segmentation.features import (
     CLIP,
     FEATURE_SETS,
@@ -230,8 +228,7 @@ def behavioural_segments(
         ]
         # Candidates are independent: one per core, each single-threaded inside (the samples
         # are small, so sklearn's own threads mostly wait). Results keep the job order.
-        with threadpool_limits(limits=1), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            results = list(pool.map(lambda job: fit_one(*job), jobs))
+        results = each_in_threads(lambda job: fit_one(*job), jobs)
         for result in results:
             if isinstance(result, str):
                 context.log.warning(result)

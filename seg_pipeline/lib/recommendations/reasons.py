@@ -8,11 +8,10 @@ the term that contributed most to the score.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import scipy.sparse as sp
+
+from seg_pipeline.lib.parallel import each_in_threads
 
 
 def _padded_history(history: sp.csr_matrix, max_items: int) -> np.ndarray:
@@ -67,9 +66,7 @@ def explain_by_vectors(
         because[start : start + len(r)] = np.where(ok, chosen, -1)
         sims[start : start + len(r)] = np.where(ok, best_sim, 0)
 
-    # Independent batches, one per core (numpy releases the GIL); each writes its own rows.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(one_batch, range(0, recs.shape[0], batch_size)))
+    each_in_threads(one_batch, range(0, recs.shape[0], batch_size))
     return because, sims
 
 
