@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.scale import make_events, timed  # noqa: E402
+from bench.scale import clear_outputs, make_events, run_job  # noqa: E402
 
 
 def split_by_day(events: Path, folder: Path) -> list[Path]:
@@ -66,45 +64,28 @@ def main() -> None:
     nightly.mkdir(exist_ok=True)
     for stale in nightly.glob("*"):
         stale.unlink()
-    database = out / f"published_{args.events}.duckdb"
-    for stale in out.glob(f"published_{args.events}*"):
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    database = clear_outputs(out, args.events)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
     items = ROOT / "bench" / "out" / "scale" / f"items_{args.events}.csv"
     runs = []
     for night, batch in (("first night", days[:-1]), ("next night", days[-1:])):
         for path in batch:
             os.link(path, nightly / path.name)
-        wall, rss, _, err = timed(
-            [
-                sys.executable,
-                "-m",
-                "seg_pipeline.cli",
-                "run",
-                "--events",
-                str(nightly / "*.parquet"),
-                "--items",
-                str(items),
-                "--database",
-                str(database),
-            ],
-            env,
-        )
+        wall, rss, steps = run_job(str(nightly / "*.parquet"), items, database, env)
         work = duckdb.connect(
             str(database.with_name(f"{database.stem}_work.duckdb")), read_only=True
         )
         read = work.execute("select len(files_read_this_run) from ingest_manifest").fetchall()[0][0]
         work.close()
-        steps = dict(re.findall(r"✓ (\S+) \(([\d.]+) s\)", err))
         runs.append((night, wall, rss, read, steps))
         print(
             f"{night}: {wall:.1f} s wall, peak RSS {rss:,.0f} MB, ingest read {read} of "
             f"{len(list(nightly.glob('*.parquet')))} daily files"
         )
-    names = [s for s in runs[0][4] if float(runs[0][4][s]) >= 0.5]
+    names = [s for s in runs[0][4] if runs[0][4][s] >= 0.5]
     print(f"\n{'step':45s} {'first night':>12s} {'next night':>12s}")
     for s in names:
-        print(f"{s:45s} {float(runs[0][4][s]):12.1f} {float(runs[1][4].get(s, 0)):12.1f}")
+        print(f"{s:45s} {runs[0][4][s]:12.1f} {runs[1][4].get(s, 0):12.1f}")
 
 
 if __name__ == "__main__":

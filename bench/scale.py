@@ -105,6 +105,33 @@ def timed(args: list[str], env: dict) -> tuple[float, float, str, str]:
     return float(match.group(1)), int(match.group(2)) / 1024, proc.stdout, proc.stderr
 
 
+def clear_outputs(out: Path, events: int) -> Path:
+    """Remove an earlier run's databases, logs and dbt folder; return the database path."""
+    for stale in out.glob(f"published_{events}*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    return out / f"published_{events}.duckdb"
+
+
+def run_job(events: str, items: Path, database: Path, env: dict) -> tuple[float, float, dict]:
+    """``seg-pipeline run`` under /usr/bin/time: wall seconds, peak RSS MB, seconds per step."""
+    wall, rss, _, err = timed(
+        [
+            sys.executable,
+            "-m",
+            "seg_pipeline.cli",
+            "run",
+            "--events",
+            events,
+            "--items",
+            str(items),
+            "--database",
+            str(database),
+        ],
+        env,
+    )
+    return wall, rss, {s: float(t) for s, t in re.findall(r"✓ (\S+) \(([\d.]+) s\)", err)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -118,30 +145,13 @@ def main() -> None:
     print(f"data generation: {time.perf_counter() - started:.1f} s (not counted below)")
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{args.events}.db'}"}
-    database = out / f"published_{args.events}.duckdb"
-    for stale in out.glob(f"published_{args.events}*"):
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    wall, rss, _, err = timed(
-        [
-            sys.executable,
-            "-m",
-            "seg_pipeline.cli",
-            "run",
-            "--events",
-            str(events),
-            "--items",
-            str(out / f"items_{args.events}.csv"),
-            "--database",
-            str(database),
-        ],
-        env,
-    )
-    steps = re.findall(r"✓ (\S+) \(([\d.]+) s\)", err)
+    database = clear_outputs(out, args.events)
+    wall, rss, steps = run_job(str(events), out / f"items_{args.events}.csv", database, env)
     print(f"\npipeline, {args.events:,} events: per step (s)")
-    for step, seconds in sorted(steps, key=lambda s: -float(s[1])):
-        if float(seconds) >= 0.05:
-            print(f"  {step:60s} {float(seconds):7.1f}")
-    print(f"  {'sum of steps':60s} {sum(float(s) for _, s in steps):7.1f}")
+    for step, seconds in sorted(steps.items(), key=lambda s: -s[1]):
+        if seconds >= 0.05:
+            print(f"  {step:60s} {seconds:7.1f}")
+    print(f"  {'sum of steps':60s} {sum(steps.values()):7.1f}")
     log = database.with_name(f"{database.stem}_last_run.log")
     phases = re.findall(r"recommendations: seconds by phase (\{.*\})", log.read_text())
     if phases:

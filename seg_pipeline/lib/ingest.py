@@ -532,8 +532,10 @@ def ingest_events(
             """,
             {"run_id": run_id},
         )
-        # The run that publishes the quarantine owns it (publishing checks one run id per table).
-        con.execute("update quarantined_events set run_id = $run_id", {"run_id": run_id})
+        if previous is not None:
+            # The run that publishes the quarantine owns it (publishing checks one run id per
+            # table); a full rebuild wrote every row with this run's id already.
+            con.execute("update quarantined_events set run_id = $run_id", {"run_id": run_id})
         # Content hashes of every kept row, for the duplicate check of later incremental runs.
         # They carry the customer id so that an erasure deletes them with the rows.
         con.execute(
@@ -552,11 +554,16 @@ def ingest_events(
         )
         if previous is None:
             con.execute("delete from ingested_files")
-        for f in new_files:
-            con.execute(
-                "insert into ingested_files values ($f, $size, $mtime, $run_id)",
-                {"f": f, "size": stats[f][0], "mtime": stats[f][1], "run_id": run_id},
-            )
+        con.execute(
+            "insert into ingested_files "
+            "select unnest($f::varchar[]), unnest($size::bigint[]), unnest($mtime::bigint[]), $r",
+            {
+                "f": new_files,
+                "size": [stats[f][0] for f in new_files],
+                "mtime": [stats[f][1] for f in new_files],
+                "r": run_id,
+            },
+        )
         con.execute(
             """
             create or replace table ingest_manifest as
@@ -584,27 +591,32 @@ def ingest_events(
         con.execute("rollback")
         raise
 
-    anonymous, n_customers, n_items = con.execute(
-        "select count(*) filter (where customer_id is null), count(distinct customer_id), "
-        "count(distinct item_id) from raw_events"
-    ).fetchall()[0]
     _derive_event_items(con, fmt)
     con.execute("drop view if exists _typed")
     con.execute("drop view if exists _normalised")
     for table in ("_landing", "_rejects", "_reject_errors", "_reject_scans", "_classified"):
         con.execute(f"drop table if exists {table}")
+    return _result(con, files, new_files, as_of, rows_used, rows_quarantined, rows_erased, counts)
+
+
+def _result(con, files, files_read, as_of, rows_used, rows_quarantined, rows_erased, reasons):
+    """The ingest's counts, with the customers and items now in ``raw_events``."""
+    anonymous, n_customers, n_items = con.execute(
+        "select count(*) filter (where customer_id is null), count(distinct customer_id), "
+        "count(distinct item_id) from raw_events"
+    ).fetchall()[0]
     return IngestResult(
         files=files,
-        rows_read=rows_read,
+        rows_read=rows_used + rows_quarantined + rows_erased,
         rows_used=rows_used,
         rows_quarantined=rows_quarantined,
         as_of=as_of,
         rows_erased=rows_erased,
-        reasons=counts,
+        reasons=reasons,
         anonymous_rows=anonymous,
         n_customers=n_customers,
         n_items=n_items,
-        files_read=new_files,
+        files_read=files_read,
     )
 
 
@@ -636,15 +648,16 @@ def _incremental_plan(
     sorts after all of them, so file order is ingestion order and the first copy of a
     duplicate is always the one already stored. Otherwise returns None: read everything again.
     """
-    needed = ("raw_events", "quarantined_events", "ingest_manifest", "ingested_files")
-    if (
-        fmt != "canonical"
-        or as_of is not None
-        or not _has_tables(con, (*needed, "event_fingerprints"))
-    ):
+    tables = (
+        "raw_events",
+        "quarantined_events",
+        "event_fingerprints",
+        "ingest_manifest",
+        "ingested_files",
+    )
+    if fmt != "canonical" or as_of is not None or not _has_tables(con, tables):
         return None
-    columns = {c for c in _columns(con, "ingest_manifest")}
-    if not {"events_format", "as_of_given"} <= columns:
+    if not {"events_format", "as_of_given"} <= set(_columns(con, "ingest_manifest")):
         return None
     manifest = con.execute(
         "select events_format, as_of_given, as_of, rows_used, rows_erased, ingested_at "
@@ -686,8 +699,8 @@ def _unchanged_result(
     con: duckdb.DuckDBPyConnection, files: list[str], run_id: str
 ) -> IngestResult:
     """Nothing new since the last ingest: its tables stand, and so do its counts."""
-    as_of, rows_read, rows_used, rows_quarantined, rows_erased = con.execute(
-        "select as_of, rows_read, rows_used, rows_quarantined, rows_erased from ingest_manifest"
+    as_of, rows_used, rows_quarantined, rows_erased = con.execute(
+        "select as_of, rows_used, rows_quarantined, rows_erased from ingest_manifest"
     ).fetchall()[0]
     con.execute(
         "update ingest_manifest set files_read_this_run = []::varchar[], run_id = $r",
@@ -697,22 +710,7 @@ def _unchanged_result(
     reasons = dict(
         con.execute("select reason, count(*) from quarantined_events group by all").fetchall()
     )
-    anonymous, n_customers, n_items = con.execute(
-        "select count(*) filter (where customer_id is null), count(distinct customer_id), "
-        "count(distinct item_id) from raw_events"
-    ).fetchall()[0]
-    return IngestResult(
-        files=files,
-        rows_read=rows_read,
-        rows_used=rows_used,
-        rows_quarantined=rows_quarantined,
-        as_of=as_of,
-        rows_erased=rows_erased,
-        reasons=reasons,
-        anonymous_rows=anonymous,
-        n_customers=n_customers,
-        n_items=n_items,
-    )
+    return _result(con, files, [], as_of, rows_used, rows_quarantined, rows_erased, reasons)
 
 
 def _drop_erased(con: duckdb.DuckDBPyConnection, key: str | None) -> int:

@@ -30,7 +30,7 @@ from seg_pipeline.lib.segmentation.features import (
     transform_columns,
     winsorise,
 )
-from seg_pipeline.lib.segmentation.forecast import eta_squared, log_target, omega_squared
+from seg_pipeline.lib.segmentation.forecast import forecast_power, log_target
 from seg_pipeline.lib.segmentation.identity import match_segments, next_ids
 from seg_pipeline.lib.segmentation.profiles import profile_segments
 from seg_pipeline.lib.segmentation.report import segment_report
@@ -203,21 +203,26 @@ def behavioural_segments(
         rng.choice(len(holdout), min(config.selection_sample, len(holdout)), replace=False)
     )
     if config.refit or not has_previous:
+        # The sweep's samples, taken once per feature space rather than once per candidate.
+        sampled = {
+            name: (space["x"][sel], None if space["x_hold"] is None else space["x_hold"][hold_sel])
+            for name, space in spaces.items()
+        }
+        y_sampled = y_hold[hold_sel] if y_hold is not None else None
 
         def fit_one(space_name: str, method: str, param) -> tuple[dict, object] | str:
-            space = spaces[space_name]
-            x = space["x"][sel]
+            x, x_hold = sampled[space_name]
             try:
                 cand = fit_candidate(x, method, param, **opts)
             except ValueError as exc:
                 return f"{method} {param}: {exc}"
             row = {"features": space_name, "method": method, "param": cand.param, **cand.metrics}
-            if space["x_hold"] is not None and cand.n_segments >= 2:
+            if x_hold is not None and cand.n_segments >= 2:
                 hold_param = cand.n_segments if method != "hdbscan" else param
-                x_hold = space["x_hold"][hold_sel]
                 hold = fit_candidate(x_hold, method, hold_param, score=False, **opts)
-                row["forecast_eta2"] = eta_squared(hold.labels, y_hold[hold_sel])
-                row["forecast_omega2"] = omega_squared(hold.labels, y_hold[hold_sel])
+                row["forecast_eta2"], row["forecast_omega2"] = forecast_power(
+                    hold.labels, y_sampled
+                )
             return row, cand
 
         jobs = [
@@ -308,10 +313,7 @@ def behavioural_segments(
     rfm_eta = {}
     if y_hold is not None and len(holdout):
         for col in ("rfm_segment", "rfm_cell"):
-            rfm_eta[col] = (
-                eta_squared(holdout[col].to_numpy(), y_hold),
-                omega_squared(holdout[col].to_numpy(), y_hold),
-            )
+            rfm_eta[col] = forecast_power(holdout[col].to_numpy(), y_hold)
     chosen_row = table.loc[table["chosen"]].iloc[0].to_dict()
 
     charts = {"Segment sizes": plots.sizes_chart(profiles), "RFM grid": plots.rfm_heatmap(rfm)}

@@ -79,6 +79,20 @@ def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def _mask_purchased(scores: np.ndarray, exclude: sp.csr_matrix, position=None) -> None:
+    """Set each row's excluded items to -inf in place.
+
+    ``position`` maps item columns to score columns when only some items are scored (-1: the
+    item has no column).
+    """
+    rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+    cols = exclude.indices
+    if position is not None:
+        cols = position[cols]
+        rows, cols = rows[cols >= 0], cols[cols >= 0]
+    scores[rows, cols] = -np.inf
+
+
 def _cap_categories(top, top_scores, categories, cap: int, n: int):
     """Keep at most ``cap`` items per category in each row, in score order, up to ``n`` items.
 
@@ -131,12 +145,14 @@ class Recommender:
         return np.full(recs.shape, -1, dtype=np.int64)
 
     def _batch_size(self, n_items: int) -> int:
-        return max(64, min(4096, 16_000_000 // max(n_items, 1)))
+        # One dense block (batch × scored items) per thread, about 16M scores: with selection's
+        # temporaries ~200 MB per thread (50M scores per block made 1M events peak at 2.4 GB).
+        return max(64, min(16_384, 16_000_000 // max(n_items, 1)))
 
     def _top_k(self, batch, exclude, k, blocked):
         """Best ``k`` item columns and scores per user of ``batch``; ineligible ones are -inf."""
-        scores = np.array(self.score(batch), dtype=np.float32)
-        scores[np.repeat(np.arange(len(batch)), np.diff(exclude.indptr)), exclude.indices] = -np.inf
+        scores = np.require(self.score(batch), dtype=np.float32, requirements="W")
+        _mask_purchased(scores, exclude)
         if blocked is not None and len(blocked):
             scores[:, blocked] = -np.inf
         return _top_n(scores, k)
@@ -156,28 +172,43 @@ class Recommender:
 
         The default batch keeps one dense score block near 16M floats (64 MB).
         """
-        out_items = np.full((len(users), n), -1, dtype=np.int64)
-        out_scores = np.full((len(users), n), -np.inf, dtype=np.float32)
+        users = np.asarray(users)
         capped = max_per_category is not None and categories is not None and categories.max() > 0
         k = min(n * 4 if capped else n, exclude.shape[1])
-        self._prepare_scoring(np.asarray(users), exclude, n, k, blocked)
-        batch_size = batch_size or self._batch_size(exclude.shape[1])
 
-        def one_batch(start: int) -> None:
-            batch = np.asarray(users[start : start + batch_size])
-            top, top_scores = self._top_k(batch, exclude[batch].tocsr(), k, blocked)
+        def finish(top, top_scores):
             if capped:
                 top, top_scores = _cap_categories(top, top_scores, categories, max_per_category, n)
             top[~np.isfinite(top_scores)] = -1
-            m = min(n, top.shape[1])
+            return top, top_scores
+
+        self._prepare_scoring(users, exclude, n, k, blocked)
+        try:
+            items, scores = self._top_k_batches(users, exclude, k, blocked, n, finish, batch_size)
+        finally:
+            self._finish_scoring()
+        return Recommendations(items=items, scores=scores)
+
+    def _top_k_batches(self, users, exclude, k, blocked, width, finish=None, batch_size=None):
+        """``_top_k`` for every user, one batch per core; ``finish`` post-processes a batch.
+
+        Returns ``width`` columns per user (-1 and -inf pad a short list).
+        """
+        out_items = np.full((len(users), width), -1, dtype=np.int64)
+        out_scores = np.full((len(users), width), -np.inf, dtype=np.float32)
+        size = batch_size or self._batch_size(exclude.shape[1])
+
+        def one_batch(start: int) -> None:
+            batch = users[start : start + size]
+            top, top_scores = self._top_k(batch, exclude[batch].tocsr(), k, blocked)
+            if finish is not None:
+                top, top_scores = finish(top, top_scores)
+            m = min(width, top.shape[1])
             out_items[start : start + len(batch), :m] = top[:, :m]
             out_scores[start : start + len(batch), :m] = top_scores[:, :m]
 
-        try:
-            each_in_threads(one_batch, range(0, len(users), batch_size))
-        finally:
-            self._finish_scoring()
-        return Recommendations(items=out_items, scores=out_scores)
+        each_in_threads(one_batch, range(0, len(users), size))
+        return out_items, out_scores
 
     def _prepare_scoring(self, users, exclude, n, k, blocked) -> None:
         """Hook run before the batches of one ``recommend`` call (see ALSRecommender)."""
@@ -203,10 +234,7 @@ def _shared_rows_top_k(table, row_of_user, exclude, k, blocked):
     scores = table[row_of_user][:, cand]
     position = np.full(table.shape[1], -1, dtype=np.int64)
     position[cand] = np.arange(len(cand))
-    cols = position[exclude.indices]
-    rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
-    keep = cols >= 0
-    scores[rows[keep], cols[keep]] = -np.inf
+    _mask_purchased(scores, exclude, position)
     ids, top = _top_n(scores, k)
     return cand[ids], top.astype(np.float32)
 
@@ -347,33 +375,16 @@ class ALSRecommender(Recommender):
         return self.model_.user_factors[users] @ self.model_.item_factors.T
 
     def _batch_size(self, n_items: int) -> int:
-        # One dense block (batch × scored items) per thread, about 16M scores: with selection's
-        # temporaries ~200 MB per thread (50M scores per block made 1M events peak at 2.4 GB).
-        width = len(self._pool[0]) if self._pool is not None else n_items
-        return max(64, min(16_384, 16_000_000 // max(width, 1)))
-
-    def _exact_top_k(self, batch, exclude, k, blocked):
-        """Top-k over every item: one BLAS matmul per batch and the block-max selection.
-
-        Faster than implicit's ``topk``, which holds the GIL for its Python work every 100 rows:
-        2× at 10M events once selection was block-wise.
-        """
-        scores = self.model_.user_factors[batch] @ self.model_.item_factors.T
-        rows = np.repeat(np.arange(len(batch)), np.diff(exclude.indptr))
-        scores[rows, exclude.indices] = -np.inf
-        if blocked is not None and len(blocked):
-            scores[:, blocked] = -np.inf
-        return _top_n(scores, k)
+        return super()._batch_size(len(self._pool[0]) if self._pool is not None else n_items)
 
     def _top_k(self, batch, exclude, k, blocked):
+        """Exact: the base dense path (one matmul per batch, block-max selection), which ran 2×
+        faster than implicit's ``topk`` at 10M events. With a pool: only the pool's columns."""
         if self._pool is None:
-            return self._exact_top_k(batch, exclude, k, blocked)
+            return super()._top_k(batch, exclude, k, blocked)
         pool, position = self._pool
         scores = self.model_.user_factors[batch] @ self.model_.item_factors[pool].T
-        cols = position[exclude.indices]
-        keep = cols >= 0
-        rows = np.repeat(np.arange(len(batch)), np.diff(exclude.indptr))
-        scores[rows[keep], cols[keep]] = -np.inf
+        _mask_purchased(scores, exclude, position)
         ids, scores = _top_n(scores, k)
         ids = pool[ids]
         if ids.shape[1] < k:
@@ -384,7 +395,7 @@ class ALSRecommender(Recommender):
         # against every item instead, so pooling never shortens a list.
         short = np.flatnonzero(~np.isfinite(scores[:, -1]))
         if len(short):
-            ids[short], scores[short] = self._exact_top_k(batch[short], exclude[short], k, blocked)
+            ids[short], scores[short] = super()._top_k(batch[short], exclude[short], k, blocked)
         return ids, scores
 
     def _prepare_scoring(self, users, exclude, n, k, blocked) -> None:
@@ -395,8 +406,8 @@ class ALSRecommender(Recommender):
         So the pool is the union of the exact top-k of ``pool_probe`` random customers. Its cost
         is measured every run: ``pool_check`` other customers are scored exactly and pooled, and
         the share of ranks in their top-``n`` where the pooled list scores as high as the exact
-        one (recall) goes to ``scoring_``. Below
-        ``pool_min_recall`` the pool is dropped and everyone is scored exactly.
+        one (recall) goes to ``scoring_``. Below ``pool_min_recall`` the pool is dropped and
+        everyone is scored exactly.
         """
         self._pool = None
         n_items = self.model_.item_factors.shape[0]
@@ -408,15 +419,14 @@ class ALSRecommender(Recommender):
             len(users), probe_n + check_n, replace=False
         )
         probe, check = np.sort(users[picked[:probe_n]]), np.sort(users[picked[probe_n:]])
-        blocked_set = np.asarray([] if blocked is None else blocked, dtype=np.int64)
-        probe_top, probe_scores = self._batched_exact(probe, exclude, k, blocked)
+        # Exact lists (no pool yet); blocked and purchased items score -inf and stay out.
+        probe_top, probe_scores = self._top_k_batches(probe, exclude, k, blocked, k)
         pool = np.unique(probe_top[np.isfinite(probe_scores)])
-        pool = pool[~np.isin(pool, blocked_set)]
         if len(pool) > n_items // 2:
             return  # no saving worth an approximation
         position = np.full(n_items, -1, dtype=np.int64)
         position[pool] = np.arange(len(pool))
-        _, exact_scores = self._batched_exact(check, exclude, k, blocked)
+        _, exact_scores = self._top_k_batches(check, exclude, k, blocked, k)
         self._pool = (pool, position)
         _, pooled_scores = self._top_k(check, exclude[check].tocsr(), k, blocked)
         # Compared by score, rank by rank: among tied items (a customer whose factors are all
@@ -436,19 +446,6 @@ class ALSRecommender(Recommender):
             self._pool = None
             self.scoring_["scoring"] = "exact (pool recall too low)"
             self.scoring_["scored_items"] = n_items
-
-    def _batched_exact(self, users, exclude, k, blocked):
-        out_ids = np.empty((len(users), k), dtype=np.int64)
-        out_scores = np.empty((len(users), k), dtype=np.float32)
-        step = self._batch_size(self.model_.item_factors.shape[0])
-
-        def one_batch(start: int) -> None:
-            b = users[start : start + step]
-            ids, scores = self._exact_top_k(b, exclude[b].tocsr(), k, blocked)
-            out_ids[start : start + len(b)], out_scores[start : start + len(b)] = ids, scores
-
-        each_in_threads(one_batch, range(0, len(users), step))
-        return out_ids, out_scores
 
     def _finish_scoring(self) -> None:
         self._pool = None

@@ -24,19 +24,24 @@ def _sums(labels: np.ndarray, y: np.ndarray) -> tuple[float, float, int, int]:
     return total, within, len(codes), len(y)
 
 
+def forecast_power(labels: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """eta squared and omega squared of ``y`` across ``labels``, from one pass over the data."""
+    total, within, k, n = _sums(labels, y)
+    eta = 1.0 - within / total if total > 0 else 0.0
+    if total <= 0 or n <= k:
+        return eta, 0.0
+    ms_within = within / (n - k)
+    return eta, (total - within - (k - 1) * ms_within) / (total + ms_within)
+
+
 def eta_squared(labels: np.ndarray, y: np.ndarray) -> float:
     """Share of the variance of ``y`` explained by the group means (0 to 1)."""
-    total, within, _, _ = _sums(labels, y)
-    return 1.0 - within / total if total > 0 else 0.0
+    return forecast_power(labels, y)[0]
 
 
 def omega_squared(labels: np.ndarray, y: np.ndarray) -> float:
     """eta squared corrected for the number of groups (can be slightly negative)."""
-    total, within, k, n = _sums(labels, y)
-    if total <= 0 or n <= k:
-        return 0.0
-    ms_within = within / (n - k)
-    return (total - within - (k - 1) * ms_within) / (total + ms_within)
+    return forecast_power(labels, y)[1]
 
 
 def log_target(values: np.ndarray) -> np.ndarray:
