@@ -3,8 +3,34 @@
 -- date without rescanning raw events, and the confidence weights stay in one place (Python config).
 with events as (
 
-    select * from {{ ref('stg_shop__events') }}
+    select
+        customer_id,
+        item_id,
+        event_ts::date as event_date,
+        event_type,
+        case when event_type = 'purchase' then order_id end as order_id,
+        quantity,
+        value
+    from {{ ref('stg_shop__events') }}
     where customer_id is not null
+
+),
+
+-- Distinct orders are counted in two steps, one group per order and then a count of groups:
+-- count(distinct order_id) with a filter took 8 of this model's 10 s at 10M events.
+per_order as (
+
+    select
+        customer_id,
+        item_id,
+        event_date,
+        event_type,
+        order_id,
+        sum(quantity) as quantity,
+        sum(value) as value,
+        count(*) as n_events
+    from events
+    group by all
 
 ),
 
@@ -13,16 +39,16 @@ final as (
     select
         customer_id,
         item_id,
-        event_ts::date as event_date,
-        count(distinct order_id) filter (where event_type = 'purchase') as n_orders,
+        event_date,
+        count(order_id) as n_orders,
         coalesce(sum(quantity) filter (where event_type = 'purchase'), 0) as units_bought,
-        count(*) filter (where event_type = 'return') as n_returns,
-        count(*) filter (where event_type = 'view') as n_views,
-        count(*) filter (where event_type = 'cart') as n_carts,
+        coalesce(sum(n_events) filter (where event_type = 'return'), 0)::bigint as n_returns,
+        coalesce(sum(n_events) filter (where event_type = 'view'), 0)::bigint as n_views,
+        coalesce(sum(n_events) filter (where event_type = 'cart'), 0)::bigint as n_carts,
         coalesce(sum(value) filter (where event_type = 'rating'), 0) as rating_sum,
-        count(*) filter (where event_type = 'rating') as n_ratings
-    from events
-    group by customer_id, item_id, event_ts::date
+        coalesce(sum(n_events) filter (where event_type = 'rating'), 0)::bigint as n_ratings
+    from per_order
+    group by customer_id, item_id, event_date
 
 )
 

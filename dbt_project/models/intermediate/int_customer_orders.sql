@@ -12,17 +12,33 @@ purchases as (
 
 ),
 
+-- Items are counted per order in two steps (one group per order line item, then a count):
+-- cheaper than count(distinct item_id) over every purchase line.
+order_items as (
+
+    select
+        customer_id,
+        order_id,
+        item_id,
+        min(event_ts) as ordered_at,
+        sum(revenue) as revenue,
+        sum(quantity) as units
+    from purchases
+    group by customer_id, order_id, item_id
+
+),
+
 final as (
 
     select
         customer_id,
         order_id,
-        min(event_ts) as ordered_at,
+        min(ordered_at) as ordered_at,
         sum(revenue) as revenue,
-        sum(quantity) as units,
-        count(distinct item_id) as n_items
+        sum(units) as units,
+        count(*) as n_items
 
-    from purchases
+    from order_items
     group by customer_id, order_id
 
 )

@@ -95,8 +95,10 @@ def load_interactions(
                 + $w_rating * coalesce((sum(rating_sum) / nullif(sum(n_ratings), 0) - 3) / 2, 0)
                 - $w_return * sum(n_returns))::float as weight,
             sum(n_orders) > 0 as purchased,
-            date_diff('day', max(event_date), coalesce($before, max(max(event_date)) over () + 1))
-                as days_ago
+            -- A scalar subquery, not max(...) over (): the window over every pair took 2 s at
+            -- 10M events.
+            date_diff('day', max(event_date), coalesce(
+                $before, (select max(event_date) + 1 from {daily_table}))) as days_ago
         from {daily_table}
         where ($before is null or event_date < $before)
           and ($all_customers or customer_id in (select customer_id from _customer_filter))

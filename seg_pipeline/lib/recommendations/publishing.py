@@ -24,6 +24,7 @@ class Lists:
     because: np.ndarray
     reason: np.ndarray
     source: np.ndarray  # 0 = champion, 1 = cold-start popularity
+    bought: np.ndarray  # the user bought ``because`` (rather than only looked at it)
 
 
 def exclusion_mask(data: InteractionMatrix, repeatable: np.ndarray | None) -> sp.csr_matrix:
@@ -35,6 +36,25 @@ def exclusion_mask(data: InteractionMatrix, repeatable: np.ndarray | None) -> sp
         mask = mask @ sp.diags(keep)
         mask.eliminate_zeros()
     return mask.tocsr()
+
+
+def has_bought(purchased: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``purchased[users[j], items[j]] > 0`` for every j (False where ``items[j] < 0``).
+
+    Looked up by binary search on the sorted (row, column) keys of the purchases, so millions of
+    pairs cost about a second and nothing is densified.
+    """
+    matrix = purchased.tocsr()
+    if not matrix.has_sorted_indices:
+        matrix = matrix.sorted_indices()
+    n_items = matrix.shape[1]
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = rows * n_items + matrix.indices
+    wanted = np.asarray(users, dtype=np.int64) * n_items + np.clip(items, 0, None)
+    if len(keys) == 0:
+        return np.zeros(len(wanted), dtype=bool)
+    found = keys[np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)] == wanted
+    return found & (np.asarray(items) >= 0)
 
 
 def build_lists(
@@ -81,10 +101,12 @@ def build_lists(
         reason = np.where(segments[:, None] >= 0, REASON_CODES["segment"], REASON_CODES["popular"])
         reason = np.broadcast_to(reason, recs.items.shape)
         parts.append((cold, recs, np.full(recs.items.shape, -1), reason, 1))
-    out = {key: [] for key in ("users", "ranks", "items", "scores", "because", "reason", "source")}
+    keys = ("users", "ranks", "items", "scores", "because", "reason", "source", "bought")
+    out = {key: [] for key in keys}
     for users, recs, because, reason, source in parts:
         valid = recs.items >= 0
         out["users"].append(np.repeat(users, n)[valid.ravel()])
+        out["bought"].append(has_bought(data.purchased, out["users"][-1], because[valid]))
         out["ranks"].append(np.cumsum(valid, axis=1)[valid])
         out["items"].append(recs.items[valid])
         out["scores"].append(recs.scores[valid].astype(np.float64))

@@ -16,7 +16,7 @@ from seg_pipeline.lib.recommendations.models import (
     PopularityRecommender,
     SegmentPopularityRecommender,
 )
-from seg_pipeline.lib.recommendations.publishing import REASON_CODES, build_lists
+from seg_pipeline.lib.recommendations.publishing import REASON_CODES, build_lists, has_bought
 from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
 
 
@@ -107,6 +107,27 @@ def test_lists_apply_rules_cold_start_and_reasons():
         warm.groupby("users")["ranks"].apply(list).map(lambda r: r == list(range(1, len(r) + 1)))
     ).all()
     assert set(warm["reason"]) <= {REASON_CODES["because"], REASON_CODES["popular"]}
+    # Here every interaction is a purchase, so every explained list says "bought".
+    explained = frame[frame["because"] >= 0]
+    assert len(explained) and explained["bought"].all()
+    assert not frame.loc[frame["because"] < 0, "bought"].any()
+
+
+def test_has_bought_tells_purchases_from_views():
+    purchased = sp.csr_matrix(np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=np.float32))
+    users = np.array([0, 0, 0, 1, 2, 2, 2])
+    items = np.array([0, 1, 2, 2, 1, 0, -1])
+    expected = purchased.toarray()[users, np.clip(items, 0, None)] > 0
+    expected[items < 0] = False
+    assert (has_bought(purchased, users, items) == expected).all()
+    unsorted = sp.csr_matrix((np.ones(2), np.array([2, 0]), np.array([0, 2, 2, 2])), shape=(3, 3))
+    assert not unsorted.has_sorted_indices
+    assert has_bought(unsorted, np.array([0, 0, 0]), np.array([0, 1, 2])).tolist() == [
+        True,
+        False,
+        True,
+    ]
+    assert not has_bought(sp.csr_matrix((2, 2)), np.array([0]), np.array([1])).any()
 
 
 def test_exported_champion_serves_from_a_history(tmp_path):

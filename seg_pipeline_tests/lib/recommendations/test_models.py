@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from seg_pipeline.lib.recommendations.evaluation import evaluate
+from seg_pipeline.lib.recommendations.evaluation import default_grid, evaluate
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.models import (
     ALSRecommender,
@@ -128,3 +128,16 @@ def test_padded_history_keeps_the_heaviest_items_first():
     )
     assert _padded_history(history, 2).tolist() == [[1, 4], [-1, -1], [0, -1]]
     assert _padded_history(history, 10).tolist() == [[1, 4, 2], [-1, -1, -1], [0, -1, -1]]
+
+
+def test_short_grid_tries_two_smaller_als_sizes_and_one_per_other_family():
+    grid = default_grid(factors=[64, 128], search=False)
+    als = [m for m in grid if isinstance(m, ALSRecommender)]
+    assert [m.factors for m in als] == [32, 16] and {m.iterations for m in als} == {8}
+    assert sorted(m.name for m in grid if not isinstance(m, ALSRecommender)) == [
+        "item_knn_bm25",
+        "popularity",
+        "segment_popularity",
+    ]
+    # Small factor counts never go below 16, and one size is not tried twice.
+    assert [m.factors for m in default_grid(factors=[32], search=False) if m.name == "als"] == [16]
