@@ -99,6 +99,12 @@ class RecommendationConfig(dg.Config):
         description="Pool scoring is dropped for exact scoring when, on 5k customers scored both "
         "ways, it keeps less than this share of the exact lists' quality (see models.py).",
     )
+    warm_start_iterations: int | None = Field(
+        default=4,
+        description="When candidates were compared on a sample, the ALS champion is refitted on "
+        "everyone starting from its sample fit's item factors, with this many iterations "
+        "(None: a cold fit with the candidate's own iterations).",
+    )
     factors: list[int] = Field(default=[64, 128], description="Latent factors tried for ALS/BPR.")
     max_per_category: int | None = Field(
         default=4, description="At most this many items of one category per list (diversity cap)."
@@ -277,6 +283,15 @@ def recommendations(
         np.isin(full.item_ids, np.asarray(config.repeatable_items, dtype=object))
     )
     champion = evaluation.champion
+    if (
+        sample is not None
+        and config.warm_start_iterations is not None
+        and type(champion) is ALSRecommender
+    ):
+        # Refit from the sample fit's item factors (see ALSRecommender.fit).
+        champion = evaluation.fitted_champion
+        champion.warm_start_iterations = config.warm_start_iterations
+        selection["champion_refit"] = f"warm start, {config.warm_start_iterations} iterations"
     if isinstance(champion, ALSRecommender):
         champion.pool_min_users = config.pool_scoring_min_customers
         champion.pool_min_recall = config.pool_min_recall

@@ -43,6 +43,7 @@ class Evaluation:
     by_segment: pd.DataFrame
     champion: Recommender
     champion_key: str
+    fitted_champion: Recommender | None = None  # as fitted on the training split
 
 
 def default_grid(
@@ -190,6 +191,7 @@ def evaluate(
         by_segment=by_segment,
         champion=_unfitted(fitted[champion_key]),
         champion_key=champion_key,
+        fitted_champion=fitted[champion_key],
     )
 
 

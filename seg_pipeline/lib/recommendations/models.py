@@ -231,7 +231,9 @@ def _shared_rows_top_k(table, row_of_user, exclude, k, blocked):
     extra = int(np.diff(exclude.indptr).max(initial=0))
     width = min(k + extra, table.shape[1])
     cand = np.unique(np.argpartition(-table, width - 1, axis=1)[:, :width])
-    scores = table[row_of_user][:, cand]
+    # Columns first: indexing rows first built a batch × every-item float64 block (1 s per 20k
+    # customers at 50k items).
+    scores = table[:, cand][row_of_user]
     position = np.full(table.shape[1], -1, dtype=np.int64)
     position[cand] = np.arange(len(cand))
     _mask_purchased(scores, exclude, position)
@@ -340,6 +342,7 @@ class ALSRecommender(Recommender):
     pool_min_recall: float = 0.99
     pool_probe: int = 20_000
     pool_check: int = 5_000
+    warm_start_iterations: int | None = None
     model_: AlternatingLeastSquares | None = field(default=None, repr=False)
     scoring_: dict | None = field(default=None, repr=False)
     _pool: tuple | None = field(default=None, repr=False, compare=False)
@@ -354,8 +357,22 @@ class ALSRecommender(Recommender):
         }
 
     def fit(self, data: InteractionMatrix) -> ALSRecommender:
+        """Fit on ``data``; with ``warm_start_iterations``, refit from the previous fit's items.
+
+        A warm refit starts from the item factors of the previous ``fit`` (when ``data`` has
+        the same item columns) and runs ``warm_start_iterations`` instead of ``iterations``:
+        the champion, chosen on a sample, is refitted on everyone from its sample solution. On
+        the 10M benchmark's held-out month, 4 warm iterations from a 100k-customer fit matched
+        8 cold ones (NDCG@10 0.0933 vs 0.0930; 3 gave 0.0929) in half the time.
+        """
         weights = data.weights
         matrix = bm25_weight(weights, K1=100, B=0.8).tocsr() if self.bm25 else weights
+        previous = self.model_.item_factors if self.model_ is not None else None
+        warm = (
+            self.warm_start_iterations is not None
+            and previous is not None
+            and previous.shape == (data.shape[1], self.factors)
+        )
         # implicit parallelises across its own threads; nested multi-threaded BLAS only slows it
         # (implicit checks the BLAS setting when the model is created, so both go inside).
         with threadpool_limits(limits=1, user_api="blas"):
@@ -363,10 +380,13 @@ class ALSRecommender(Recommender):
                 factors=self.factors,
                 regularization=self.regularization,
                 alpha=self.alpha,
-                iterations=self.iterations,
+                iterations=self.warm_start_iterations if warm else self.iterations,
                 random_state=self.random_state,
                 calculate_training_loss=False,
             )
+            if warm:
+                # implicit only initialises the factors that are not set yet.
+                model.item_factors = np.array(previous, dtype=np.float32, copy=True)
             model.fit(matrix.astype(np.float32).tocsr(), show_progress=False)
         self.model_ = model
         return self

@@ -141,3 +141,20 @@ def test_short_grid_tries_two_smaller_als_sizes_and_one_per_other_family():
     ]
     # Small factor counts never go below 16, and one size is not tried twice.
     assert [m.factors for m in default_grid(factors=[32], search=False) if m.name == "als"] == [16]
+
+
+def test_als_warm_refit_starts_from_the_previous_item_factors():
+    rng = np.random.default_rng(0)
+    dense = (rng.random((40, 12)) < 0.3).astype(np.float32)
+    data = _data(dense)
+    model = ALSRecommender(factors=4, iterations=5, bm25=False).fit(data)
+    previous = model.model_.item_factors.copy()
+    # Zero warm iterations: the refit keeps exactly the item factors it started from.
+    model.warm_start_iterations = 0
+    model.fit(data)
+    assert np.array_equal(model.model_.item_factors, previous)
+    # A matrix with other item columns cannot reuse them: a cold fit with ``iterations``.
+    wider = _data(np.hstack([dense, dense[:, :3]]))
+    model.fit(wider)
+    assert model.model_.item_factors.shape == (15, 4)
+    assert np.abs(model.model_.item_factors).max() > 0.01  # learned, not the 0.01-scale init
