@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 from dagster_duckdb import DuckDBResource
 
 from seg_pipeline.defs.dbt.assets import dbt_executable, dbt_models, dbt_project
+from seg_pipeline.defs.dbt.resources import LocalDbtCliResource
 from seg_pipeline.defs.ingest import assets as ingest_assets
 from seg_pipeline.defs.ingest import checks as ingest_checks
 from seg_pipeline.defs.privacy import assets as privacy_assets
@@ -27,7 +27,7 @@ def build_resources(settings: PipelineSettings, tracking_uri: str | None = None)
         "duckdb": DuckDBResource(
             database=str(settings.work_path), connection_config={"memory_limit": "3GB"}
         ),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        "dbt": LocalDbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
         "mlflow_tracking": tracking_from(tracking_uri),
     }
 

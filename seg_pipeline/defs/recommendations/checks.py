@@ -16,23 +16,34 @@ def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         short, missing, n = con.execute(
             """
             with n as (select max(rank) as n from customer_recommendations),
-            open_items as (
-                select r.customer_id,
-                       (select count(*) from item_catalog where available)
-                       - count(distinct d.item_id) filter (where d.n_orders > 0 and i.available)
-                       as n_open
-                from customer_rfm r
-                left join int_customer_item_daily d using (customer_id)
-                left join item_catalog i using (item_id)
-                where r.customer_id not in (select customer_id from recommendation_opt_outs)
-                group by r.customer_id
+            n_available as (select count(*) as n from item_catalog where available),
+            -- Distinct pairs first, then a plain count: half the time of count(distinct) per
+            -- customer over the daily table at 10M events.
+            bought as (
+                select d.customer_id, count(*) as n_bought
+                from (
+                    select distinct customer_id, item_id from int_customer_item_daily
+                    where n_orders > 0
+                ) d
+                join item_catalog i using (item_id)
+                where i.available
+                group by d.customer_id
+            ),
+            lists as (
+                select customer_id, count(*) as n_rows, count(distinct rank) as n_ranks,
+                       max(rank) as max_rank
+                from customer_recommendations
+                group by customer_id
             ),
             counts as (
-                select o.customer_id, o.n_open, count(c.rank) as n_rows,
-                       count(distinct c.rank) as n_ranks, max(c.rank) as max_rank
-                from open_items o
-                left join customer_recommendations c using (customer_id)
-                group by all
+                select r.customer_id, n_available.n - coalesce(b.n_bought, 0) as n_open,
+                       coalesce(l.n_rows, 0) as n_rows, coalesce(l.n_ranks, 0) as n_ranks,
+                       l.max_rank
+                from customer_rfm r
+                cross join n_available
+                left join bought b using (customer_id)
+                left join lists l using (customer_id)
+                where r.customer_id not in (select customer_id from recommendation_opt_outs)
             )
             select
                 count(*) filter (where n_rows <> least(n.n, n_open) or n_ranks <> n_rows
