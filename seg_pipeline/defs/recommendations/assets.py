@@ -2,7 +2,6 @@
 
 import json
 import tempfile
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,21 +27,9 @@ from seg_pipeline.lib.recommendations.models import (
 )
 from seg_pipeline.lib.recommendations.publishing import build_lists
 from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
+from seg_pipeline.lib.timing import PhaseTimer
 
 REGISTERED_MODEL = "seg_pipeline_recommender"
-
-
-class PhaseTimer:
-    """Wall seconds per phase of an asset, for its metadata: where a nightly run spends time."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.seconds[phase] = round(now - self._last, 2)
-        self._last = now
 
 
 class InteractionWeights(dg.Config):
@@ -92,7 +79,7 @@ class RecommendationConfig(dg.Config):
     pool_scoring_min_customers: int | None = Field(
         default=200_000,
         description="From this many customers, factor models score a candidate pool of items (the "
-        "union of 20k random customers' exact lists) instead of every item; None: always exact.",
+        "union of 10k random customers' exact lists) instead of every item; None: always exact.",
     )
     pool_min_recall: float = Field(
         default=0.99,

@@ -42,6 +42,7 @@ from seg_pipeline.lib.segmentation.selection import (
     fit_candidate,
     nearest_centroid,
 )
+from seg_pipeline.lib.timing import PhaseTimer
 
 REGISTERED_MODEL = "seg_pipeline_segmenter"
 
@@ -161,6 +162,7 @@ def behavioural_segments(
     unknown = sorted(set(config.methods) - set(METHODS))
     if unknown:
         raise dg.Failure(f"unknown segmentation method(s) {unknown}; use {list(METHODS)}")
+    phases = PhaseTimer()
     with duckdb.get_connection() as con:
         current = _load(con, "current")
         holdout = _load(con, "holdout")
@@ -171,6 +173,7 @@ def behavioural_segments(
         previous = _previous_model(con)
     if len(current) < 3:
         raise dg.Failure(f"only {len(current)} purchasing customers: too few to segment")
+    phases.lap("features loaded")
     as_of = rfm["as_of"].iloc[0]
     basis = str(rfm["monetary_basis"].iloc[0])
     unknown_sets = sorted(set(config.features) - set(FEATURE_SETS))
@@ -284,6 +287,7 @@ def behavioural_segments(
         )
         chosen = None
 
+    phases.lap("candidates and assignment")
     # Stable identity: inherit ids and names from yesterday's matching segments.
     profiles = profile_segments(current, labels, basis=basis)
     label_order = profiles["label"].to_numpy()
@@ -323,6 +327,7 @@ def behavioural_segments(
     if tree is not None:
         charts["Dendrogram"] = plots.dendrogram_chart(tree)
 
+    phases.lap("profiles and charts")
     with mlflow_tracking.start_run(context, "segmentation", run_name="segment_selection") as parent:
         mlflow.log_params(
             {
@@ -387,6 +392,7 @@ def behavioural_segments(
         )
         model_run_id = parent.info.run_id
 
+    phases.lap("mlflow logging")
     segments = current[["customer_id"]].copy()
     segments["segment_id"] = [segment_of[label] for label in labels]
     segments["segment_name"] = [name_of[label] for label in labels]
@@ -470,6 +476,7 @@ def behavioural_segments(
             "select count(*), count(distinct as_of) from segment_history"
         ).fetchall()[0]
 
+    phases.lap("tables written")
     if len(migration) and migration["from_date"].notna().any():
         matrix = migration.pivot_table(
             index="from_segment",
@@ -498,12 +505,15 @@ def behavioural_segments(
         context, "segmentation", run_name="report", parent_run_id=model_run_id
     ):
         mlflow.log_artifact(str(report_path), artifact_path="report")
+    phases.lap("report")
+    context.log.info(f"behavioural_segments: seconds by phase {phases.seconds}")
 
     figures = {
         "method": f"{method} {param}",
         "segments": len(profiles),
         "model_run_id": model_run_id,
         "report": str(report_path),
+        "seconds_by_phase": phases.seconds,
     }
     for key in ("silhouette", "forecast_eta2", "forecast_omega2"):
         if key in chosen_row and np.isfinite(chosen_row[key]):

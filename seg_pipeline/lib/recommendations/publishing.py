@@ -101,16 +101,16 @@ def build_lists(
         reason = np.where(segments[:, None] >= 0, REASON_CODES["segment"], REASON_CODES["popular"])
         reason = np.broadcast_to(reason, recs.items.shape)
         parts.append((cold, recs, np.full(recs.items.shape, -1), reason, 1))
-    keys = ("users", "ranks", "items", "scores", "because", "reason", "source", "bought")
-    out = {key: [] for key in keys}
+    out = {key: [] for key in ("users", "ranks", "items", "scores", "because", "reason", "source")}
     for users, recs, because, reason, source in parts:
         valid = recs.items >= 0
         out["users"].append(np.repeat(users, n)[valid.ravel()])
-        out["bought"].append(has_bought(data.purchased, out["users"][-1], because[valid]))
         out["ranks"].append(np.cumsum(valid, axis=1)[valid])
         out["items"].append(recs.items[valid])
         out["scores"].append(recs.scores[valid].astype(np.float64))
         out["because"].append(because[valid])
         out["reason"].append(np.asarray(reason)[valid])
         out["source"].append(np.full(valid.sum(), source))
-    return Lists(**{k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in out.items()})
+    columns = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in out.items()}
+    bought = has_bought(data.purchased, columns["users"], columns["because"])
+    return Lists(**columns, bought=bought)
