@@ -57,7 +57,9 @@ def default_grid(
     on the scale benchmark's held-out month fewer factors validated better (NDCG@10 with 10
     iterations: 64 factors 0.082, 32 0.090, 16 0.094) and iterations beyond 8 added under 1%
     (32 factors: 5 → 0.087, 7 → 0.089, 8 → 0.090, 10 → 0.090). The evaluation still decides
-    between the two sizes every night.
+    between the two sizes every night. Item-KNN uses cosine with 50 neighbours: on a 100k-customer
+    sample of that data it scored NDCG@10 0.063 (TF-IDF 0.060, popularity 0.045), while BM25 with
+    50 or 100 neighbours scored 0.001.
     """
     if not search:
         sizes = dict.fromkeys(max(16, factors[0] // d) for d in (2, 4))
@@ -65,7 +67,7 @@ def default_grid(
             PopularityRecommender(window_days=90),
             SegmentPopularityRecommender(window_days=90),
             *[ALSRecommender(factors=f, iterations=8, random_state=random_state) for f in sizes],
-            ItemKNNRecommender(weighting="bm25", k=100),
+            ItemKNNRecommender(weighting="cosine", k=50),
         ]
     grid: list[Recommender] = [
         PopularityRecommender(),

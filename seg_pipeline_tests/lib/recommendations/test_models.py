@@ -135,7 +135,7 @@ def test_short_grid_tries_two_smaller_als_sizes_and_one_per_other_family():
     als = [m for m in grid if isinstance(m, ALSRecommender)]
     assert [m.factors for m in als] == [32, 16] and {m.iterations for m in als} == {8}
     assert sorted(m.name for m in grid if not isinstance(m, ALSRecommender)) == [
-        "item_knn_bm25",
+        "item_knn_cosine",
         "popularity",
         "segment_popularity",
     ]
