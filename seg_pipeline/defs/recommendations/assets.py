@@ -72,7 +72,7 @@ class RecommendationConfig(dg.Config):
         default=20_000, description="Held-out customers scored per candidate (a fixed sample)."
     )
     selection_customers: int = Field(
-        default=100_000,
+        default=50_000,
         description="Above search_max_customers, candidates are fitted and compared on a random "
         "sample of this many customers (every item); the champion is then refitted on everyone.",
     )
