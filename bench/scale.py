@@ -42,6 +42,7 @@ MINIMAL = textwrap.dedent(
     path = sys.argv[1]
     t0 = time.perf_counter()
     con = duckdb.connect()
+    con.execute("set enable_progress_bar = false")
     con.execute(f"create table e as select * from read_parquet('{path}') where customer_id <> ''")
     rfm = con.execute('''
         select customer_id,
