@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -91,8 +92,8 @@ def _datasets(out: Path, names: list[str]) -> list[dict]:
 def _run_pipeline(ds: dict, workdir: Path) -> tuple[float, float, Path]:
     """Run `seg-pipeline run --as-of SPLIT` in a child process; return wall s, peak RSS MB, db."""
     database = workdir / "published.duckdb"
-    for stale in workdir.glob("published*"):
-        stale.unlink()
+    for stale in workdir.glob("published*"):  # databases, logs and the dbt target folder
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     args = [
         sys.executable,
         "-m",
