@@ -87,7 +87,7 @@ class RecommendationConfig(dg.Config):
         "ways, it keeps less than this share of the exact lists' quality (see models.py).",
     )
     warm_start_iterations: int | None = Field(
-        default=4,
+        default=3,
         description="When candidates were compared on a sample, the ALS champion is refitted on "
         "everyone starting from its sample fit's item factors, with this many iterations "
         "(None: a cold fit with the candidate's own iterations).",
