@@ -63,15 +63,12 @@ def load_interactions(
     daily_table: str = "int_customer_item_daily",
     items_table: str = "item_catalog",
     customers: np.ndarray | None = None,
-    weights_only: bool = False,
 ) -> InteractionMatrix:
     """Aggregate daily activity (optionally only days before ``before``) into a CSR matrix.
 
     Ids are mapped to row and column numbers inside DuckDB, and the result comes back as numpy
     arrays through Arrow, so no Python object is created per interaction. ``customers`` keeps
     only those customer ids (a sample for model selection at scale); items stay the catalogue.
-    ``weights_only`` skips what only the recommenders use (recency, segments, item text), for
-    item-item similarity.
     """
     cur = con.cursor()
     cur.register(
@@ -126,7 +123,7 @@ def load_interactions(
     ]
     items = cur.execute("select item_id, category, text from _items_idx order by i").fetchnumpy()
     item_ids = items["item_id"]
-    segments, segment_names = (None, None) if weights_only else _user_segments(cur, len(user_ids))
+    segments, segment_names = _user_segments(cur, len(user_ids))
     cols = cur.execute(
         """
         select u.u, i.i, p.weight, p.purchased, p.days_ago
@@ -147,15 +144,13 @@ def load_interactions(
     purchased = sp.csr_matrix(
         (np.ones(bought.sum(), dtype=np.float32), (rows[bought], columns[bought])), shape=shape
     )
-    days = None
-    if not weights_only:
-        days = sp.csr_matrix(
-            (np.asarray(cols["days_ago"], dtype=np.float32) + 1, (rows, columns)), shape=shape
-        )
-        keep = weight.copy()
-        keep.data = np.ones_like(keep.data)
-        days = days.multiply(keep).tocsr()
-        days.eliminate_zeros()
+    days = sp.csr_matrix(
+        (np.asarray(cols["days_ago"], dtype=np.float32) + 1, (rows, columns)), shape=shape
+    )
+    keep = weight.copy()
+    keep.data = np.ones_like(keep.data)
+    days = days.multiply(keep).tocsr()
+    days.eliminate_zeros()
     weight.eliminate_zeros()
     return InteractionMatrix(
         user_ids=np.asarray(user_ids, dtype=object),
@@ -164,7 +159,7 @@ def load_interactions(
         purchased=purchased,
         days_ago=days,
         item_categories=pd.factorize(np.asarray(items["category"], dtype=object))[0],
-        item_text=None if weights_only else np.asarray(items["text"], dtype=object),
+        item_text=np.asarray(items["text"], dtype=object),
         user_segments=segments,
         segment_names=segment_names,
     )
