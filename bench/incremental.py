@@ -64,7 +64,7 @@ def main() -> None:
     nightly.mkdir(exist_ok=True)
     for stale in nightly.glob("*"):
         stale.unlink()
-    database = clear_outputs(out, args.events)
+    database = clear_outputs(out, f"published_{args.events}")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
     items = ROOT / "bench" / "out" / "scale" / f"items_{args.events}.csv"
     runs = []

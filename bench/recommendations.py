@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.scale import clear_outputs  # noqa: E402
 from seg_pipeline.lib.ingest import ingest_events  # noqa: E402
 from seg_pipeline.lib.recommendations.evaluation import default_grid, evaluate  # noqa: E402
 from seg_pipeline.lib.recommendations.interactions import (  # noqa: E402
@@ -91,9 +91,7 @@ def _datasets(out: Path, names: list[str]) -> list[dict]:
 
 def _run_pipeline(ds: dict, workdir: Path) -> tuple[float, float, Path]:
     """Run `seg-pipeline run --as-of SPLIT` in a child process; return wall s, peak RSS MB, db."""
-    database = workdir / "published.duckdb"
-    for stale in workdir.glob("published*"):  # databases, logs and the dbt target folder
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    database = clear_outputs(workdir, "published")
     args = [
         sys.executable,
         "-m",

@@ -106,11 +106,11 @@ def timed(args: list[str], env: dict) -> tuple[float, float, str, str]:
     return float(match.group(1)), int(match.group(2)) / 1024, proc.stdout, proc.stderr
 
 
-def clear_outputs(out: Path, events: int) -> Path:
+def clear_outputs(out: Path, stem: str) -> Path:
     """Remove an earlier run's databases, logs and dbt folder; return the database path."""
-    for stale in out.glob(f"published_{events}*"):
+    for stale in out.glob(f"{stem}*"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    return out / f"published_{events}.duckdb"
+    return out / f"{stem}.duckdb"
 
 
 def run_job(events: str, items: Path, database: Path, env: dict) -> tuple[float, float, dict]:
@@ -146,7 +146,7 @@ def main() -> None:
     print(f"data generation: {time.perf_counter() - started:.1f} s (not counted below)")
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{args.events}.db'}"}
-    database = clear_outputs(out, args.events)
+    database = clear_outputs(out, f"published_{args.events}")
     wall, rss, steps = run_job(str(events), out / f"items_{args.events}.csv", database, env)
     print(f"\npipeline, {args.events:,} events: per step (s)")
     for step, seconds in sorted(steps.items(), key=lambda s: -s[1]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob as globlib
 import gzip
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -228,7 +229,7 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [row[0] for row in con.execute(f"describe {table}").fetchall()]
 
 
-def _text(cols: list[str], name: str) -> str:
+def _text(cols: Collection[str], name: str) -> str:
     """SQL for a trimmed, NULL-if-blank text column, or NULL when the file lacks the column."""
     if name in cols:
         return f"nullif(trim(\"{name}\"::varchar), '')"
@@ -251,7 +252,7 @@ def _typed_or_text(cols: dict[str, str], name: str) -> str:
     """
     if cols.get(name, "").upper() in _NATIVE.get(name, ()):
         return f'"{name}"'
-    return _text(list(cols), name)
+    return _text(cols, name)
 
 
 def _timestamp_sql(landed_type: str | None) -> str:
@@ -279,20 +280,19 @@ def _normalised_select(fmt: str, cols: dict[str, str]) -> str:
     if fmt == "canonical":
         return f"""
             select
-                {_text(list(cols), "customer_id")} as customer_id,
-                {_text(list(cols), "item_id")} as item_id,
+                {_text(cols, "customer_id")} as customer_id,
+                {_text(cols, "item_id")} as item_id,
                 {_typed_or_text(cols, "event_ts")} as event_ts,
-                {_text(list(cols), "event_type")} as event_type,
+                {_text(cols, "event_type")} as event_type,
                 {_typed_or_text(cols, "quantity")} as quantity,
                 {_typed_or_text(cols, "unit_price")} as unit_price,
-                {_text(list(cols), "order_id")} as order_id,
+                {_text(cols, "order_id")} as order_id,
                 {_typed_or_text(cols, "value")} as value,
                 null::varchar as description,
                 null::varchar as country,
                 _source_file, _source_line
             from _landing
         """
-    cols = list(cols)
     customer = _text(cols, "CustomerID")
     invoice = _text(cols, "InvoiceNo")
     return f"""

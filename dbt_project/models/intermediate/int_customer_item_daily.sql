@@ -17,7 +17,7 @@ with events as (
 ),
 
 -- Distinct orders are counted in two steps, one group per order and then a count of groups:
--- count(distinct order_id) with a filter took 8 of this model's 10 s at 10M events.
+-- at 10M events the query took 5.7 s this way and 8.3 s with count(distinct order_id) filter.
 per_order as (
 
     select

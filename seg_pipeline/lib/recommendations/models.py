@@ -31,7 +31,11 @@ from threadpoolctl import threadpool_limits
 
 from seg_pipeline.lib.parallel import each_in_threads
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
-from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, explain_by_vectors
+from seg_pipeline.lib.recommendations.reasons import (
+    explain_by_similarity,
+    explain_by_vectors,
+    top_per_row,
+)
 
 
 @dataclass
@@ -668,9 +672,5 @@ def top_similar_items(
     sim = similarity.tocsr().astype(np.float32)
     sim.setdiag(0)
     sim.eliminate_zeros()
-    rows = np.repeat(np.arange(sim.shape[0]), np.diff(sim.indptr))
-    # One sort for every item: by item, then similarity (descending), then neighbour column.
-    order = np.lexsort((sim.indices, -sim.data, rows))
-    rank = np.arange(len(order)) - np.repeat(sim.indptr[:-1], np.diff(sim.indptr))
-    keep = order[rank < n]
-    return rows[keep], sim.indices[keep].astype(np.int64), sim.data[keep]
+    rows, cols, vals, _ = top_per_row(sim, n)
+    return rows, cols.astype(np.int64), vals

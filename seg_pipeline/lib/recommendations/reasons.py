@@ -14,22 +14,33 @@ import scipy.sparse as sp
 from seg_pipeline.lib.parallel import each_in_threads
 
 
+def top_per_row(matrix: sp.csr_matrix, n: int):
+    """Each row's ``n`` largest entries, largest first (ties: lower column first), in one sort.
+
+    Returns the row, column, value and rank (0 = largest) of every kept entry, rows in order;
+    no per-row Python loop.
+    """
+    counts = np.diff(matrix.indptr)
+    rows = np.repeat(np.arange(matrix.shape[0]), counts)
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rank = np.arange(len(order)) - np.repeat(matrix.indptr[:-1], counts)
+    kept = rank < n
+    best = order[kept]
+    return rows[kept], matrix.indices[best], matrix.data[best], rank[kept]
+
+
 def _padded_history(history: sp.csr_matrix, max_items: int) -> np.ndarray:
     """Dense (users × width) history columns, -1 padded, highest weight first.
 
     ``width`` is the longest history in the batch, capped at ``max_items``; longer histories
-    keep their highest-weight items. Built with one sort, no per-user Python loop.
+    keep their highest-weight items.
     """
     history = history.tocsr()
     n = history.shape[0]
-    counts = np.diff(history.indptr)
-    width = int(min(max_items, counts.max())) if n else 0
+    width = int(min(max_items, np.diff(history.indptr).max())) if n else 0
     out = np.full((n, max(width, 1)), -1, dtype=np.int64)
-    rows = np.repeat(np.arange(n), counts)
-    order = np.lexsort((history.indices, -history.data, rows))
-    rank = np.arange(len(order)) - np.repeat(history.indptr[:-1], counts)
-    keep = rank < width
-    out[rows[keep], rank[keep]] = history.indices[order][keep]
+    rows, cols, _, rank = top_per_row(history, width)
+    out[rows, rank] = cols
     return out
 
 

@@ -34,16 +34,6 @@ def forecast_power(labels: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return eta, (total - within - (k - 1) * ms_within) / (total + ms_within)
 
 
-def eta_squared(labels: np.ndarray, y: np.ndarray) -> float:
-    """Share of the variance of ``y`` explained by the group means (0 to 1)."""
-    return forecast_power(labels, y)[0]
-
-
-def omega_squared(labels: np.ndarray, y: np.ndarray) -> float:
-    """eta squared corrected for the number of groups (can be slightly negative)."""
-    return forecast_power(labels, y)[1]
-
-
 def log_target(values: np.ndarray) -> np.ndarray:
     """Next-period spend on a signed log scale, so a few big spenders do not dominate."""
     values = np.asarray(values, dtype=float)

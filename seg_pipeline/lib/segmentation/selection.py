@@ -102,28 +102,27 @@ def centroids_of(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _score(x, labels, centroids, sample, model=None) -> dict:
     k = len(centroids)
     sizes = np.bincount(labels, minlength=k)
-    s_labels = labels[sample]
-    ok = 1 < len(np.unique(s_labels)) < len(sample)
-    silhouette = float("nan")
-    if ok:
+    sub, s_labels = x[sample], labels[sample]
+    nan = float("nan")
+    metrics = {"silhouette": nan, "davies_bouldin": nan, "calinski_harabasz": nan}
+    if 1 < len(np.unique(s_labels)) < len(sample):
         # The sample's distances are shared by every candidate in the space: silhouette from the
         # stored matrix took 0.03 s instead of 0.12 s per candidate on 3k customers.
-        sub = x[sample]
         distances = _cached(("distances", _content_key(sub)), lambda: pairwise_distances(sub))
-        silhouette = float(silhouette_score(distances, s_labels, metric="precomputed"))
+        metrics = {
+            "silhouette": float(silhouette_score(distances, s_labels, metric="precomputed")),
+            "davies_bouldin": float(davies_bouldin_score(sub, s_labels)),
+            "calinski_harabasz": float(calinski_harabasz_score(sub, s_labels)),
+        }
     metrics = {
         "n_segments": k,
-        "silhouette": silhouette,
-        "davies_bouldin": float(davies_bouldin_score(x[sample], s_labels)) if ok else float("nan"),
-        "calinski_harabasz": float(calinski_harabasz_score(x[sample], s_labels))
-        if ok
-        else float("nan"),
+        **metrics,
         "inertia": float(((x - centroids[labels]) ** 2).sum()),
         "min_share": float(sizes.min() / len(x)) if k else 0.0,
         "max_share": float(sizes.max() / len(x)) if k else 0.0,
     }
     if isinstance(model, GaussianMixture):
-        metrics["bic"] = float(model.bic(x[sample]))
+        metrics["bic"] = float(model.bic(sub))
     return metrics
 
 

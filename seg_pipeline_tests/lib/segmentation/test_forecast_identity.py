@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from seg_pipeline.lib.segmentation.forecast import eta_squared, log_target, omega_squared
+from seg_pipeline.lib.segmentation.forecast import forecast_power, log_target
 from seg_pipeline.lib.segmentation.identity import match_segments, next_ids
 
 
@@ -9,16 +9,17 @@ def test_eta_and_omega_squared_by_hand():
     labels = np.array([0, 0, 1, 1])
     y = np.array([1.0, 3.0, 5.0, 7.0])
     # Grand mean 4; SS_total = 9+1+1+9 = 20; group means 2 and 6; SS_within = 1+1+1+1 = 4.
-    assert eta_squared(labels, y) == pytest.approx(1 - 4 / 20)
+    eta, omega = forecast_power(labels, y)
+    assert eta == pytest.approx(1 - 4 / 20)
     ms_within = 4 / (4 - 2)
-    assert omega_squared(labels, y) == pytest.approx((20 - 4 - 1 * ms_within) / (20 + ms_within))
+    assert omega == pytest.approx((20 - 4 - 1 * ms_within) / (20 + ms_within))
 
 
 def test_omega_squared_penalises_many_groups_of_noise():
     rng = np.random.default_rng(0)
     y = rng.normal(size=500)
     many = np.arange(500) % 125  # like 125 RFM cells that carry no information
-    eta, omega = eta_squared(many, y), omega_squared(many, y)
+    eta, omega = forecast_power(many, y)
     assert eta > 0.15  # raw eta squared rewards the many groups
     assert omega < 0.05 and omega < eta / 5  # omega squared removes what chance explains
 
