@@ -23,10 +23,21 @@ from seg_pipeline.lib.recommendations.interactions import (
 from seg_pipeline.lib.recommendations.models import (
     ALSRecommender,
     ItemKNNRecommender,
+    SegmentPopularityRecommender,
     top_similar_items,
 )
 from seg_pipeline.lib.recommendations.publishing import build_lists
 from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
+from seg_pipeline.lib.recommendations.state import (
+    ITEMS_TABLE,
+    MODEL_TABLE,
+    KeptModel,
+    catalogue_signature,
+    config_hash,
+    load_model,
+    row_fingerprints,
+    save_model,
+)
 from seg_pipeline.lib.timing import PhaseTimer
 
 REGISTERED_MODEL = "seg_pipeline_recommender"
@@ -93,6 +104,11 @@ class RecommendationConfig(dg.Config):
         "(None: a cold fit with the candidate's own iterations).",
     )
     factors: list[int] = Field(default=[64, 128], description="Latent factors tried for ALS/BPR.")
+    families: list[str] = Field(
+        default_factory=list,
+        description="Model families that compete with the popularity baselines (als, bpr, "
+        "item_knn, content, hybrid); empty: all of them.",
+    )
     max_per_category: int | None = Field(
         default=4, description="At most this many items of one category per list (diversity cap)."
     )
@@ -100,6 +116,18 @@ class RecommendationConfig(dg.Config):
         default_factory=list, description="Item ids that may be recommended again after purchase."
     )
     random_state: int = Field(default=42, description="Seed for the factor models.")
+    retrain_every_days: int = Field(
+        default=7,
+        description="Select and refit the champion when the kept model is this many days old "
+        "(or any model setting changed). On the nights between, the kept ALS model re-scores "
+        "only customers whose history changed; the others keep their list, which a re-score "
+        "would reproduce exactly. 0: refit every run. Champions other than ALS refit nightly.",
+    )
+    rescore_all: bool = Field(
+        default=False,
+        description="On a night between refits, re-score every customer with the kept model "
+        "(same lists, slower: an audit of the incremental path).",
+    )
     register_model: bool = Field(default=True, description="Register the champion in MLflow.")
     weights: InteractionWeights = Field(default_factory=InteractionWeights)
     similarity: SimilarityConfig = Field(
@@ -191,7 +219,7 @@ def write_item_similarities(con, matrix, config: SimilarityConfig, run_id: str) 
                 "ingest_manifest",
                 "customer_segments",
             ],
-            description="Each candidate's offline metrics per run date; champion flagged.",
+            description="Each candidate's offline metrics per refit date; champion flagged.",
         ),
         # Computed here rather than in its own asset so that the customer × item matrix is
         # loaded once per run (each load took 9 s at 10M events).
@@ -211,14 +239,37 @@ def recommendations(
     duckdb: DuckDBResource,
     mlflow_tracking: MLflowTracking,
 ):
-    """Evaluate candidates on a time split, refit the champion on all data, publish lists and
-    item similarities."""
-    import mlflow
-
-    weights = config.weights.to_weights()
+    """Refit night: evaluate candidates on a time split, refit the champion on all data, publish
+    lists. Nights between: re-score only changed customers with the kept model (state.py)."""
     phases = PhaseTimer()
     with duckdb.get_connection() as con:
         as_of = con.execute("select as_of from ingest_manifest").fetchall()[0][0]
+        kept = load_model(con)
+    settings_hash = config_hash(config.model_dump(exclude=_NOT_MODEL_SETTINGS))
+    why = (
+        "no kept model"
+        if kept is None
+        else kept.retrain_reason(as_of, settings_hash, config.retrain_every_days)
+    )
+    if why is None:
+        yield from _rescore(context, config, settings, duckdb, mlflow_tracking, kept, phases)
+    else:
+        context.log.info(f"refitting the recommender: {why}")
+        yield from _refit(
+            context, config, settings, duckdb, mlflow_tracking, as_of, settings_hash, why, phases
+        )
+
+
+# Settings that do not change which model is fitted or what it recommends: changing them does
+# not force a refit.
+_NOT_MODEL_SETTINGS = {"retrain_every_days", "rescore_all", "register_model", "similarity"}
+
+
+def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_hash, why, phases):
+    import mlflow
+
+    weights = config.weights.to_weights()
+    with duckdb.get_connection() as con:
         split = choose_split(con, as_of, config.holdout_days)
         customers = con.execute(
             "select distinct customer_id from int_customer_item_daily where event_date < $split "
@@ -232,8 +283,8 @@ def recommendations(
             sample = np.sort(rng.choice(customers, config.selection_customers, replace=False))
         train = load_interactions(con, weights=weights, before=split, customers=sample)
         relevant = load_heldout_purchases(con, train, split)
-        available = con.execute("select available from item_catalog order by item_id").fetchnumpy()
-    blocked = np.flatnonzero(~np.asarray(available["available"], dtype=bool))
+        available = _available(con)
+    blocked = np.flatnonzero(~available)
     if relevant.nnz == 0:
         raise dg.Failure(
             f"no customer bought a new item between {split} and {as_of}: nothing to "
@@ -243,7 +294,12 @@ def recommendations(
         f"evaluating candidates: train before {split}, {relevant.nnz} held-out purchases"
     )
     search = config.search and not large
-    grid = default_grid(factors=config.factors, search=search, random_state=config.random_state)
+    grid = default_grid(
+        factors=config.factors,
+        search=search,
+        random_state=config.random_state,
+        families=config.families,
+    )
     phases.lap("selection data")
     evaluation = evaluate(
         grid,
@@ -251,7 +307,7 @@ def recommendations(
         relevant,
         k=config.n,
         blocked=blocked,
-        hybrids=search,
+        hybrids=search and (not config.families or "hybrid" in config.families),
         max_users=config.eval_customers,
         random_state=config.random_state,
     )
@@ -266,9 +322,7 @@ def recommendations(
     del train, relevant
     with duckdb.get_connection() as con:
         full = load_interactions(con, weights=weights)
-    repeatable = np.flatnonzero(
-        np.isin(full.item_ids, np.asarray(config.repeatable_items, dtype=object))
-    )
+    repeatable = _repeatable(config, full)
     champion = evaluation.champion
     if (
         sample is not None
@@ -284,6 +338,11 @@ def recommendations(
         champion.pool_min_recall = config.pool_min_recall
     phases.lap("full data")
     champion.fit(full)
+    # Only plain ALS can be kept: its lists are a function of each customer's history once the
+    # item side is fixed (fold_in). Other champions are refitted every night.
+    keepable = type(champion) is ALSRecommender
+    if keepable:
+        champion.fold_in(full.weights)
     phases.lap("champion fit")
     lists = build_lists(
         champion,
@@ -309,6 +368,7 @@ def recommendations(
                 "weights": json.dumps(weights.__dict__),
                 "champion": evaluation.champion_key,
                 "baseline": base_row["candidate"],
+                "refit_reason": why[:500],
                 **selection,
                 **{f"scoring_{k}": v for k, v in scoring.items()},
             }
@@ -349,21 +409,28 @@ def recommendations(
         model_run_id = parent.info.run_id
 
     phases.lap("mlflow logging")
-    n_users = full.shape[0]
-    long = pa.table(
-        {
-            "u": lists.users,
-            "rank": lists.ranks,
-            "i": lists.items,
-            "score": lists.scores,
-            "b": lists.because,
-            "reason": lists.reason,
-            "source": lists.source,
-            "bought": lists.bought,
-        }
-    )
-    user_ids = pa.table({"u": np.arange(n_users), "customer_id": full.user_ids.astype(str)})
-    item_ids = pa.table({"i": np.arange(len(full.item_ids)), "item_id": full.item_ids.astype(str)})
+    summary = {
+        "champion": evaluation.champion_key,
+        f"champion_ndcg_at_{config.n}": float(champ_row["ndcg"]),
+        f"popularity_ndcg_at_{config.n}": float(base_row["ndcg"]),
+        "beats_popularity": bool(champ_row["candidate"] != base_row["candidate"]),
+        "selection_sample": selection["selection_sample"],
+        **{f"scoring_{k}": v for k, v in scoring.items()},
+    }
+    kept = None
+    if keepable:
+        kept = KeptModel.from_champion(
+            champion,
+            full.item_ids,
+            model_run_id=model_run_id,
+            champion=evaluation.champion_key,
+            trained_as_of=as_of,
+            config_hash=settings_hash,
+            catalogue_signature=catalogue_signature(
+                full.item_ids, full.item_ids, available, full.item_categories
+            ),
+            summary=summary,
+        )
     overall = table.assign(segment="all")
     per_segment = evaluation.by_segment.rename(columns={"segment_name": "segment"})
     if len(per_segment):
@@ -379,76 +446,34 @@ def recommendations(
         run_id=context.run_id,
         model_run_id=model_run_id,
     )
-    key = settings.key()
-    with duckdb.get_connection() as con:
-        for name, value in (
-            ("recs_long", long),
-            ("user_ids", user_ids),
-            ("item_ids", item_ids),
-            ("metrics_df", metrics_rows),
-        ):
-            con.register(name, value)
-        ensure_privacy_tables(con)
-        con.execute("begin transaction")
-        # Customers who opted out get no list; they are kept by id (work file only) so the checks
-        # can tell an opt-out from a missing list.
-        con.execute(
-            """
-            create or replace table recommendation_opt_outs as
-            select customer_id from user_ids
-            where sha256($key || ':' || customer_id)
-                  in (select customer_hash from opted_out_customers)
-            """,
-            {"key": key},
-        )
-        con.execute(
-            """
-            create or replace table customer_recommendations as
-            select
-                users.customer_id,
-                r.rank::integer as rank,
-                items.item_id,
-                r.score,
-                case when r.source = 0 then $model else 'segment_popularity' end as model,
-                case
-                    when r.reason = 0 and r.bought then 'Because you bought ' || bc.title
-                    when r.reason = 0 then 'Because you looked at ' || bc.title
-                    when r.reason = 1 and r.bought
-                        then 'Similar to ' || bc.title || ', which you bought'
-                    when r.reason = 1 then 'Similar to ' || bc.title || ', which you looked at'
-                    when r.reason = 3 then 'Popular in your segment: ' || seg.segment_name
-                    else 'Popular in the shop right now'
-                end as reason,
-                b.item_id as because_item_id,
-                $model_run_id as model_run_id,
-                $run_id as run_id
-            from recs_long r
-            join user_ids users on users.u = r.u
-            join item_ids items on items.i = r.i
-            left join item_ids b on b.i = r.b and r.b >= 0
-            left join item_catalog bc on bc.item_id = b.item_id
-            left join customer_segments seg on seg.customer_id = users.customer_id
-            where users.customer_id not in (select customer_id from recommendation_opt_outs)
-            """,
-            {"model": champion.name, "model_run_id": model_run_id, "run_id": context.run_id},
-        )
+
+    def write_metrics(con):
+        con.register("metrics_df", metrics_rows)
         con.execute(
             "create table if not exists recommendation_metrics as select * from metrics_df "
             "where false"
         )
         con.execute("delete from recommendation_metrics where as_of = $as_of", {"as_of": as_of})
         con.execute("insert into recommendation_metrics by name select * from metrics_df")
-        con.execute("commit")
-        n_rows, n_customers = con.execute(
-            "select count(*), count(distinct customer_id) from customer_recommendations"
-        ).fetchall()[0]
 
-    phases.lap("tables written")
     with duckdb.get_connection() as con:
-        similarity_meta = write_item_similarities(con, full, config.similarity, context.run_id)
+        n_rows, n_customers = _write_lists(
+            con,
+            lists,
+            full,
+            row_fingerprints(full),
+            model=champion.name,
+            model_run_id=model_run_id,
+            run_id=context.run_id,
+            key=settings.key(),
+            kept=kept,
+            also=write_metrics,
+        )
+    phases.lap("tables written")
+    similarity_meta = _item_similarities(duckdb, full, config, context.run_id)
     phases.lap("item similarities")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
-    summary = table.sort_values("ndcg", ascending=False)[
+    ranking = table.sort_values("ndcg", ascending=False)[
         ["candidate", "ndcg", "precision", "recall", "map", "coverage", "is_champion"]
     ]
     yield dg.MaterializeResult(
@@ -456,13 +481,11 @@ def recommendations(
         metadata={
             "dagster/row_count": n_rows,
             "customers": n_customers,
-            "champion": evaluation.champion_key,
-            f"champion_ndcg_at_{config.n}": float(champ_row["ndcg"]),
-            f"popularity_ndcg_at_{config.n}": float(base_row["ndcg"]),
-            "beats_popularity": bool(champ_row["candidate"] != base_row["candidate"]),
-            "selection_sample": selection["selection_sample"],
+            "refit": True,
+            "refit_reason": why,
+            "customers_rescored": n_customers,
+            **summary,
             "seconds_by_phase": phases.seconds,
-            **{f"scoring_{k}": v for k, v in scoring.items()},
             "model_run_id": model_run_id,
         },
     )
@@ -471,11 +494,294 @@ def recommendations(
         metadata={
             "dagster/row_count": len(metrics_rows),
             "split_date": str(split),
-            "candidates": dg.MetadataValue.md(summary.round(4).to_markdown(index=False)),
+            "candidates": dg.MetadataValue.md(ranking.round(4).to_markdown(index=False)),
             "model_run_id": model_run_id,
         },
     )
     yield dg.MaterializeResult(asset_key="item_similarities", metadata=similarity_meta)
+
+
+def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel, phases):
+    """A night between refits: the kept model re-scores only the customers whose history
+    changed (and those with no purchase); everyone else keeps last night's list."""
+    import mlflow
+
+    with duckdb.get_connection() as con:
+        full = load_interactions(con, weights=config.weights.to_weights())
+        available = _available(con)
+    blocked = np.flatnonzero(~available)
+    signature = catalogue_signature(kept.item_ids, full.item_ids, available, full.item_categories)
+    fingerprints = row_fingerprints(full)
+    phases.lap("full data")
+    cold = np.diff(full.purchased.indptr) == 0
+    unseen = kept.unseen_items(full.item_ids)
+    if config.rescore_all or signature != kept.catalogue_signature:
+        rescore = np.ones(full.shape[0], dtype=bool)
+        scope = (
+            "every customer (rescore_all)"
+            if config.rescore_all
+            else "every customer: the kept items' availability or categories changed"
+        )
+    else:
+        with duckdb.get_connection() as con:
+            changed = _changed_customers(con, full, fingerprints, config.n, unseen > 0)
+        rescore = changed | cold
+        scope = "customers whose history changed, and customers with no purchase"
+    rows = np.flatnonzero(rescore)
+    champion = kept.champion_for(full.item_ids)
+    subset = full.take_users(rows)
+    champion.fold_in(subset.weights)
+    phases.lap("fold in")
+    lists = build_lists(
+        champion,
+        subset,
+        config.n,
+        blocked=blocked,
+        repeatable=_repeatable(config, full),
+        max_per_category=config.max_per_category,
+        fallback=SegmentPopularityRecommender(window_days=90).fit(full),
+        item_support=champion.item_support_,
+    )
+    lists.users = rows[lists.users]
+    phases.lap("lists and reasons")
+    counts = {
+        "customers_rescored": int(len(rows)),
+        "customers_kept": int(full.shape[0] - len(rows)),
+        "items_unseen_by_model": unseen,
+    }
+    with mlflow_tracking.start_run(context, "recommendations", run_name="rescoring"):
+        mlflow.log_params(
+            {
+                "model_run_id": kept.model_run_id,
+                "model_trained_as_of": str(kept.trained_as_of),
+                "rescored": scope[:500],
+                **{f"scoring_{k}": v for k, v in (champion.scoring_ or {}).items()},
+            }
+        )
+        mlflow.log_metrics(counts)
+    phases.lap("mlflow logging")
+    with duckdb.get_connection() as con:
+        n_rows, n_customers = _write_lists(
+            con,
+            lists,
+            full,
+            fingerprints,
+            model=champion.name,
+            model_run_id=kept.model_run_id,
+            run_id=context.run_id,
+            key=settings.key(),
+            keep=full.user_ids[~rescore],
+        )
+        n_metrics = con.execute("select count(*) from recommendation_metrics").fetchall()[0][0]
+    phases.lap("tables written")
+    similarity_meta = _item_similarities(duckdb, full, config, context.run_id)
+    phases.lap("item similarities")
+    context.log.info(f"recommendations: re-scored with the kept model {counts}")
+    context.log.info(f"recommendations: seconds by phase {phases.seconds}")
+    yield dg.MaterializeResult(
+        asset_key="customer_recommendations",
+        metadata={
+            "dagster/row_count": n_rows,
+            "customers": n_customers,
+            "refit": False,
+            "rescored": scope,
+            **counts,
+            **kept.summary,
+            "model_trained_as_of": str(kept.trained_as_of),
+            "seconds_by_phase": phases.seconds,
+            "model_run_id": kept.model_run_id,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="recommendation_metrics",
+        metadata={
+            "dagster/row_count": n_metrics,
+            "evaluated_tonight": False,
+            "model_trained_as_of": str(kept.trained_as_of),
+            "model_run_id": kept.model_run_id,
+        },
+    )
+    yield dg.MaterializeResult(asset_key="item_similarities", metadata=similarity_meta)
+
+
+def _available(con) -> np.ndarray:
+    """Each catalogue item's availability, in the matrix's column order (item_id order)."""
+    flags = con.execute("select available from item_catalog order by item_id").fetchnumpy()
+    return np.asarray(flags["available"], dtype=bool)
+
+
+def _repeatable(config: RecommendationConfig, full) -> np.ndarray:
+    return np.flatnonzero(np.isin(full.item_ids, np.asarray(config.repeatable_items, dtype=object)))
+
+
+def _item_similarities(duckdb: DuckDBResource, full, config: RecommendationConfig, run_id: str):
+    with duckdb.get_connection() as con:
+        return write_item_similarities(con, full, config.similarity, run_id)
+
+
+def _changed_customers(con, full, fingerprints: np.ndarray, n: int, new_items: bool) -> np.ndarray:
+    """Rows of ``full`` whose kept list cannot be reused (see state.py)."""
+    cur = con.cursor()
+    cur.register(
+        "_fingerprints",
+        pa.table(
+            {
+                "u": np.arange(full.shape[0]),
+                "customer_id": pa.array(full.user_ids, pa.string()),
+                "fingerprint": fingerprints,
+            }
+        ),
+    )
+    rows = cur.execute(
+        """
+        with listed as (
+            select customer_id, count(*) as n_rows, min(score) as lowest
+            from recommendation_lists group by customer_id
+        )
+        select f.u
+        from _fingerprints f
+        left join recommendation_customers c using (customer_id)
+        left join listed l using (customer_id)
+        where c.fingerprint is distinct from f.fingerprint
+           or l.customer_id is null
+           -- a new item scores 0: it can enter a list that was short or reached 0
+           or ($new_items and (l.n_rows < $n or l.lowest <= 0))
+        """,
+        {"n": n, "new_items": new_items},
+    ).fetchnumpy()["u"]
+    cur.unregister("_fingerprints")
+    changed = np.zeros(full.shape[0], dtype=bool)
+    changed[np.asarray(rows, dtype=np.int64)] = True
+    return changed
+
+
+def _write_lists(
+    con,
+    lists,
+    full,
+    fingerprints: np.ndarray,
+    *,
+    model: str,
+    model_run_id: str,
+    run_id: str,
+    key: str,
+    keep: np.ndarray | None = None,
+    kept: KeptModel | None = None,
+    also=None,
+) -> tuple[int, int]:
+    """Publish tonight's lists in one transaction: ``recommendation_lists`` (ids and reason
+    codes, the state the next night reuses), ``customer_recommendations`` (rendered from it),
+    the history fingerprints and, on a refit night, the kept model (or its removal).
+
+    ``keep`` lists the customers whose list from the previous night is reused as it is.
+    """
+    long = pa.table(
+        {
+            "u": lists.users,
+            "rank": lists.ranks,
+            "i": lists.items,
+            "score": lists.scores,
+            "b": lists.because,
+            "reason": lists.reason,
+            "source": lists.source,
+            "bought": lists.bought,
+        }
+    )
+    user_ids = pa.table(
+        {"u": np.arange(full.shape[0]), "customer_id": pa.array(full.user_ids, pa.string())}
+    )
+    item_ids = pa.table(
+        {"i": np.arange(full.shape[1]), "item_id": pa.array(full.item_ids, pa.string())}
+    )
+    tables = {
+        "recs_long": long,
+        "user_ids": user_ids,
+        "item_ids": item_ids,
+        "kept_ids": pa.table({"customer_id": pa.array([] if keep is None else keep, pa.string())}),
+        "fingerprint_rows": pa.table(
+            {"customer_id": user_ids.column("customer_id"), "fingerprint": fingerprints}
+        ),
+    }
+    for name, value in tables.items():
+        con.register(name, value)
+    ensure_privacy_tables(con)
+    reused = (
+        "select * from recommendation_lists where customer_id in (select customer_id from "
+        "kept_ids) union all by name "
+        if keep is not None and len(keep)
+        else ""
+    )
+    con.execute("begin transaction")
+    # Customers who opted out get no list; they are kept by id (work file only) so the checks
+    # can tell an opt-out from a missing list.
+    con.execute(
+        """
+        create or replace table recommendation_opt_outs as
+        select customer_id from user_ids
+        where sha256($key || ':' || customer_id)
+              in (select customer_hash from opted_out_customers)
+        """,
+        {"key": key},
+    )
+    con.execute(
+        f"""
+        create or replace table recommendation_lists_next as
+        select * from (
+            {reused}
+            select users.customer_id, r.rank::integer as rank, items.item_id,
+                   r.score::double as score, b.item_id as because_item_id,
+                   r.reason::integer as reason_code, r.bought,
+                   case when r.source = 0 then $model else 'segment_popularity' end as model,
+                   $model_run_id as model_run_id
+            from recs_long r
+            join user_ids users on users.u = r.u
+            join item_ids items on items.i = r.i
+            left join item_ids b on b.i = r.b and r.b >= 0
+        )
+        where customer_id not in (select customer_id from recommendation_opt_outs)
+        """,
+        {"model": model, "model_run_id": model_run_id},
+    )
+    con.execute("drop table if exists recommendation_lists")
+    con.execute("alter table recommendation_lists_next rename to recommendation_lists")
+    con.execute(
+        "create or replace table recommendation_customers as select * from fingerprint_rows"
+    )
+    con.execute(
+        """
+        create or replace table customer_recommendations as
+        select
+            l.customer_id, l.rank, l.item_id, l.score, l.model,
+            case
+                when l.reason_code = 0 and l.bought then 'Because you bought ' || bc.title
+                when l.reason_code = 0 then 'Because you looked at ' || bc.title
+                when l.reason_code = 1 and l.bought
+                    then 'Similar to ' || bc.title || ', which you bought'
+                when l.reason_code = 1 then 'Similar to ' || bc.title || ', which you looked at'
+                when l.reason_code = 3 then 'Popular in your segment: ' || seg.segment_name
+                else 'Popular in the shop right now'
+            end as reason,
+            l.because_item_id, l.model_run_id, $run_id as run_id
+        from recommendation_lists l
+        left join item_catalog bc on bc.item_id = l.because_item_id
+        left join customer_segments seg on seg.customer_id = l.customer_id
+        """,
+        {"run_id": run_id},
+    )
+    if keep is None:
+        if kept is not None:
+            save_model(con, kept)
+        else:
+            for table in (MODEL_TABLE, ITEMS_TABLE):
+                con.execute(f"drop table if exists {table}")
+    if also is not None:
+        also(con)
+    con.execute("commit")
+    for name in tables:
+        con.unregister(name)
+    return con.execute(
+        "select count(*), count(distinct customer_id) from customer_recommendations"
+    ).fetchall()[0]
 
 
 def _metric_dict(row: dict, k: int) -> dict[str, float]:

@@ -47,9 +47,16 @@ class Evaluation:
 
 
 def default_grid(
-    *, factors: Sequence[int] = (64, 128), search: bool = True, random_state: int = 42
+    *,
+    factors: Sequence[int] = (64, 128),
+    search: bool = True,
+    random_state: int = 42,
+    families: Sequence[str] = (),
 ) -> list[Recommender]:
     """The candidate configurations; ``search=False`` is the short list for large data.
+
+    ``families`` (model name prefixes such as ``als`` or ``item_knn``) keeps only those models,
+    besides the popularity baselines every evaluation needs; empty keeps all.
 
     The short list has one setting per family, with ALS at a half and a quarter of the first
     factor count (at least 16) and 8 iterations. At 10M events the champion's fit and the scoring
@@ -63,12 +70,13 @@ def default_grid(
     """
     if not search:
         sizes = dict.fromkeys(max(16, factors[0] // d) for d in (2, 4))
-        return [
+        grid = [
             PopularityRecommender(window_days=90),
             SegmentPopularityRecommender(window_days=90),
             *[ALSRecommender(factors=f, iterations=8, random_state=random_state) for f in sizes],
             ItemKNNRecommender(weighting="cosine", k=50),
         ]
+        return _only(grid, families)
     grid: list[Recommender] = [
         PopularityRecommender(),
         PopularityRecommender(window_days=30),
@@ -86,7 +94,14 @@ def default_grid(
     for weighting in ("cosine", "tfidf", "bm25"):
         for k in (50, 200):
             grid.append(ItemKNNRecommender(weighting=weighting, k=k))
-    return grid
+    return _only(grid, families)
+
+
+def _only(grid: list[Recommender], families: Sequence[str]) -> list[Recommender]:
+    if not families:
+        return grid
+    baselines = (PopularityRecommender, SegmentPopularityRecommender)
+    return [m for m in grid if isinstance(m, baselines) or m.name.startswith(tuple(families))]
 
 
 def _key(model: Recommender) -> str:

@@ -8,7 +8,7 @@ here, in one place, and come from Dagster config so they can be tuned per shop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import duckdb
@@ -53,6 +53,17 @@ class InteractionMatrix:
     @property
     def shape(self) -> tuple[int, int]:
         return self.weights.shape
+
+    def take_users(self, rows: np.ndarray) -> InteractionMatrix:
+        """The same matrix restricted to ``rows`` (in that order); items are unchanged."""
+        return replace(
+            self,
+            user_ids=self.user_ids[rows],
+            weights=self.weights[rows],
+            purchased=self.purchased[rows],
+            days_ago=None if self.days_ago is None else self.days_ago[rows],
+            user_segments=None if self.user_segments is None else self.user_segments[rows],
+        )
 
 
 def load_interactions(

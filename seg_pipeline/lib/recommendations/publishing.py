@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,6 +57,12 @@ def has_bought(purchased: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -
     return found & (np.asarray(items) >= 0)
 
 
+def _segments_or_none(data: InteractionMatrix) -> np.ndarray:
+    if data.user_segments is not None:
+        return data.user_segments
+    return np.full(data.shape[0], -1, dtype=np.int64)
+
+
 def build_lists(
     champion: Recommender,
     data: InteractionMatrix,
@@ -66,12 +72,18 @@ def build_lists(
     repeatable: np.ndarray | None = None,
     max_per_category: int | None = None,
     cold_window_days: int | None = 90,
+    fallback: SegmentPopularityRecommender | None = None,
+    item_support: np.ndarray | None = None,
 ) -> Lists:
     """Recommend ``n`` items to every user of ``data`` with a fitted ``champion``.
 
     Customers who never bought anything take the cold-start path: the popular items of their
     segment, or of the whole shop when they have none. An item nobody interacted with can still
     appear through the champion's content similarity; its reason then says "Similar to".
+
+    When ``data`` holds only some customers (those re-scored tonight), pass ``fallback`` fitted on
+    everyone and ``item_support``, the interactions per item the champion learnt from, so that
+    popularity and the "nobody interacted with it" test do not depend on who is in ``data``.
     """
     exclude = exclusion_mask(data, repeatable)
     bought = np.diff(data.purchased.indptr) > 0
@@ -87,17 +99,20 @@ def build_lists(
         because = champion.explain(recs.items, data.weights[warm])
         reason = np.full(recs.items.shape, REASON_CODES.get(champion.reason, 0))
         if champion.reason == "because":
-            no_interactions = np.diff(data.weights.tocsc().indptr) == 0
+            if item_support is None:
+                item_support = np.bincount(data.weights.indices, minlength=data.shape[1])
+            no_interactions = np.asarray(item_support) == 0
             cold_item = no_interactions[np.clip(recs.items, 0, None)] & (because >= 0)
             reason = np.where(cold_item, REASON_CODES["similar"], reason)
             reason = np.where(because < 0, REASON_CODES["popular"], reason)
         parts.append((warm, recs, because, reason, 0))
     if len(cold):
-        fallback = SegmentPopularityRecommender(window_days=cold_window_days).fit(data)
+        if fallback is None:
+            fallback = SegmentPopularityRecommender(window_days=cold_window_days).fit(data)
+        else:
+            fallback = replace(fallback, segments_=_segments_or_none(data))
         recs = fallback.recommend(cold, exclude, n, **kwargs)
-        segments = (
-            data.user_segments[cold] if data.user_segments is not None else np.full(len(cold), -1)
-        )
+        segments = _segments_or_none(data)[cold]
         reason = np.where(segments[:, None] >= 0, REASON_CODES["segment"], REASON_CODES["popular"])
         reason = np.broadcast_to(reason, recs.items.shape)
         parts.append((cold, recs, np.full(recs.items.shape, -1), reason, 1))
