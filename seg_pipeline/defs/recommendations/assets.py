@@ -98,10 +98,11 @@ class RecommendationConfig(dg.Config):
         "ways, it keeps less than this share of the exact lists' quality (see models.py).",
     )
     warm_start_iterations: int | None = Field(
-        default=3,
+        default=2,
         description="When candidates were compared on a sample, the ALS champion is refitted on "
         "everyone starting from its sample fit's item factors, with this many iterations "
-        "(None: a cold fit with the candidate's own iterations).",
+        "(None: a cold fit with the candidate's own iterations). The published user factors "
+        "then come from one more user step (fold_in).",
     )
     factors: list[int] = Field(default=[64, 128], description="Latent factors tried for ALS/BPR.")
     families: list[str] = Field(
@@ -427,7 +428,7 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
             trained_as_of=as_of,
             config_hash=settings_hash,
             catalogue_signature=catalogue_signature(
-                full.item_ids, full.item_ids, available, full.item_categories
+                full.item_ids, full.item_ids, available, full.item_categories, full.item_text
             ),
             summary=summary,
         )
@@ -510,7 +511,9 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
         full = load_interactions(con, weights=config.weights.to_weights())
         available = _available(con)
     blocked = np.flatnonzero(~available)
-    signature = catalogue_signature(kept.item_ids, full.item_ids, available, full.item_categories)
+    signature = catalogue_signature(
+        kept.item_ids, full.item_ids, available, full.item_categories, full.item_text
+    )
     fingerprints = row_fingerprints(full)
     phases.lap("full data")
     cold = np.diff(full.purchased.indptr) == 0
@@ -636,7 +639,7 @@ def _changed_customers(con, full, fingerprints: np.ndarray, n: int, new_items: b
         """
         with listed as (
             select customer_id, count(*) as n_rows, min(score) as lowest
-            from recommendation_lists group by customer_id
+            from customer_recommendations group by customer_id
         )
         select f.u
         from _fingerprints f
@@ -669,11 +672,12 @@ def _write_lists(
     kept: KeptModel | None = None,
     also=None,
 ) -> tuple[int, int]:
-    """Publish tonight's lists in one transaction: ``recommendation_lists`` (ids and reason
-    codes, the state the next night reuses), ``customer_recommendations`` (rendered from it),
-    the history fingerprints and, on a refit night, the kept model (or its removal).
+    """Replace ``customer_recommendations`` with tonight's lists, in one transaction with the
+    history fingerprints and, on a refit night, the kept model (or its removal).
 
-    ``keep`` lists the customers whose list from the previous night is reused as it is.
+    ``keep`` lists the customers whose rows from the previous night are reused as they are (only
+    the run id changes). Their reasons name an item the customer bought or looked at, whose text
+    is part of the kept model's catalogue signature, so that text is current too.
     """
     long = pa.table(
         {
@@ -706,8 +710,8 @@ def _write_lists(
         con.register(name, value)
     ensure_privacy_tables(con)
     reused = (
-        "select * from recommendation_lists where customer_id in (select customer_id from "
-        "kept_ids) union all by name "
+        "select * replace ($run_id as run_id) from customer_recommendations "
+        "where customer_id in (select customer_id from kept_ids) union all by name "
         if keep is not None and len(keep)
         else ""
     )
@@ -725,48 +729,42 @@ def _write_lists(
     )
     con.execute(
         f"""
-        create or replace table recommendation_lists_next as
+        create or replace table customer_recommendations_next as
         select * from (
             {reused}
-            select users.customer_id, r.rank::integer as rank, items.item_id,
-                   r.score::double as score, b.item_id as because_item_id,
-                   r.reason::integer as reason_code, r.bought,
-                   case when r.source = 0 then $model else 'segment_popularity' end as model,
-                   $model_run_id as model_run_id
+            select
+                users.customer_id,
+                r.rank::integer as rank,
+                items.item_id,
+                r.score,
+                case when r.source = 0 then $model else 'segment_popularity' end as model,
+                case
+                    when r.reason = 0 and r.bought then 'Because you bought ' || bc.title
+                    when r.reason = 0 then 'Because you looked at ' || bc.title
+                    when r.reason = 1 and r.bought
+                        then 'Similar to ' || bc.title || ', which you bought'
+                    when r.reason = 1 then 'Similar to ' || bc.title || ', which you looked at'
+                    when r.reason = 3 then 'Popular in your segment: ' || seg.segment_name
+                    else 'Popular in the shop right now'
+                end as reason,
+                b.item_id as because_item_id,
+                $model_run_id as model_run_id,
+                $run_id as run_id
             from recs_long r
             join user_ids users on users.u = r.u
             join item_ids items on items.i = r.i
             left join item_ids b on b.i = r.b and r.b >= 0
+            left join item_catalog bc on bc.item_id = b.item_id
+            left join customer_segments seg on seg.customer_id = users.customer_id
         )
         where customer_id not in (select customer_id from recommendation_opt_outs)
         """,
-        {"model": model, "model_run_id": model_run_id},
+        {"model": model, "model_run_id": model_run_id, "run_id": run_id},
     )
-    con.execute("drop table if exists recommendation_lists")
-    con.execute("alter table recommendation_lists_next rename to recommendation_lists")
+    con.execute("drop table if exists customer_recommendations")
+    con.execute("alter table customer_recommendations_next rename to customer_recommendations")
     con.execute(
         "create or replace table recommendation_customers as select * from fingerprint_rows"
-    )
-    con.execute(
-        """
-        create or replace table customer_recommendations as
-        select
-            l.customer_id, l.rank, l.item_id, l.score, l.model,
-            case
-                when l.reason_code = 0 and l.bought then 'Because you bought ' || bc.title
-                when l.reason_code = 0 then 'Because you looked at ' || bc.title
-                when l.reason_code = 1 and l.bought
-                    then 'Similar to ' || bc.title || ', which you bought'
-                when l.reason_code = 1 then 'Similar to ' || bc.title || ', which you looked at'
-                when l.reason_code = 3 then 'Popular in your segment: ' || seg.segment_name
-                else 'Popular in the shop right now'
-            end as reason,
-            l.because_item_id, l.model_run_id, $run_id as run_id
-        from recommendation_lists l
-        left join item_catalog bc on bc.item_id = l.because_item_id
-        left join customer_segments seg on seg.customer_id = l.customer_id
-        """,
-        {"run_id": run_id},
     )
     if keep is None:
         if kept is not None:

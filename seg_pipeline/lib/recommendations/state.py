@@ -11,8 +11,12 @@ On the nights between refits, a customer whose fingerprint is unchanged keeps la
 re-scoring them with the same kept model would give the same list. Re-scored are the customers
 whose history changed or is new, customers with no purchase (their popularity lists follow
 today's shop), and, when the catalogue gained items the model never saw, customers whose list was
-short or reached scores of 0 (a new item scores 0). When the kept items' availability or
-categories change, everyone is re-scored.
+short or reached scores of 0 (a new item scores 0). When the kept items' availability,
+categories or text change, everyone is re-scored.
+
+The lists themselves are kept in ``customer_recommendations``: a kept customer's rows are
+copied with tonight's run id. Their reasons name an item from the customer's own history (cold
+customers, whose reasons name their segment, are always re-scored).
 """
 
 from __future__ import annotations
@@ -72,12 +76,14 @@ def catalogue_signature(
     item_ids: np.ndarray,
     available: np.ndarray,
     categories: np.ndarray | None,
+    texts: np.ndarray | None = None,
 ) -> str:
     """What of today's catalogue a kept model's lists depend on, as a hash.
 
     For each item the model was trained on: whether it is still in the catalogue and available,
-    and which of those items share a category (the diversity cap). Items the model never saw are
-    left out; they score 0 (see the module docstring).
+    which of those items share a category (the diversity cap), and its text (reasons quote the
+    title of an item the customer bought). Items the model never saw are left out; they score 0
+    (see the module docstring).
     """
     position = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(trained_items)
     present = position >= 0
@@ -91,6 +97,9 @@ def catalogue_signature(
     digest = hashlib.sha256()
     for part in (present, usable, groups.astype(np.int64)):
         digest.update(np.ascontiguousarray(part).tobytes())
+    if texts is not None:
+        kept_texts = np.where(present, np.asarray(texts, dtype=object)[at], None)
+        digest.update(pd.util.hash_array(kept_texts.astype(object)).tobytes())
     return digest.hexdigest()
 
 

@@ -149,3 +149,16 @@ def test_the_catalogue_signature_sees_only_what_kept_lists_depend_on(
         trained, np.array(today, dtype=object), np.array(available, bool), np.array(categories)
     )
     assert (now == before) is same
+
+
+def test_the_catalogue_signature_sees_a_kept_item_renamed():
+    items = np.array(["a", "b"], dtype=object)
+    flags, categories = np.ones(2, bool), np.zeros(2, int)
+
+    def signature(texts, today=items):
+        return catalogue_signature(
+            items, today, flags[: len(today)], categories[: len(today)], texts
+        )
+
+    assert signature(["Mug", "Tea"]) == signature(["Mug", "Tea"])
+    assert signature(["Mug", "Tea"]) != signature(["Mug", "Green tea"])
