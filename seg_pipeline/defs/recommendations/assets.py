@@ -246,12 +246,17 @@ def recommendations(
     with duckdb.get_connection() as con:
         as_of = con.execute("select as_of from ingest_manifest").fetchall()[0][0]
         kept = load_model(con)
+        lists_kept = con.execute(
+            "select count(*) = 2 from information_schema.tables where table_name in "
+            "('customer_recommendations', 'recommendation_customers')"
+        ).fetchall()[0][0]
     settings_hash = config_hash(config.model_dump(exclude=_NOT_MODEL_SETTINGS))
-    why = (
-        "no kept model"
-        if kept is None
-        else kept.retrain_reason(as_of, settings_hash, config.retrain_every_days)
-    )
+    if kept is None:
+        why = "no kept model"
+    elif not lists_kept:
+        why = "the kept model's lists are missing"
+    else:
+        why = kept.retrain_reason(as_of, settings_hash, config.retrain_every_days)
     if why is None:
         yield from _rescore(context, config, settings, duckdb, mlflow_tracking, kept, phases)
     else:
