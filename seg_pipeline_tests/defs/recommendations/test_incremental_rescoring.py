@@ -1,6 +1,7 @@
 """Nights between refits: only changed customers are re-scored, with the lists a full re-score
 gives."""
 
+import json
 import shutil
 
 import duckdb
@@ -8,6 +9,8 @@ import pandas as pd
 import pytest
 
 from seg_pipeline.definitions import build_definitions
+from seg_pipeline.defs.dbt.assets import dbt_executable, dbt_project
+from seg_pipeline.defs.dbt.resources import LocalDbtCliResource
 from seg_pipeline.defs.resources import PipelineSettings
 
 
@@ -38,6 +41,15 @@ def _night(root, events_glob, items, tracking, run_config=None):
     return meta, lists
 
 
+def _daily(database):
+    con = duckdb.connect(str(database), read_only=True)
+    frame = con.execute(
+        "select * from int_customer_item_daily order by customer_id, item_id, event_date"
+    ).fetchdf()
+    con.close()
+    return frame
+
+
 def _config(**extra):
     # ALS competes alone with the baselines: on this small shop item-KNN wins otherwise, and
     # only an ALS champion is kept between refits.
@@ -61,14 +73,36 @@ def nights(tmp_path_factory, small_shop_files):
     meta1, lists1 = _night(
         first, str(folder / "*.csv"), small_shop_files["items"], tracking, _config()
     )
-    events[day >= days[-2]].to_csv(folder / "events_1_new.csv", index=False)
+    # Tonight's file: two new days and a late purchase from the middle of the history.
+    late = events[(day == days[len(days) // 2]) & (events["event_type"] == "purchase")].head(1)
+    new = pd.concat([events[day >= days[-2]], late.assign(order_id="LATE-1")])
+    new.to_csv(folder / "events_1_new.csv", index=False)
     out = {"first": (meta1, lists1)}
     for name, rescore_all in (("changed", False), ("everyone", True)):
         copy = root / name
         shutil.copytree(first, copy)
         config = _config(rescore_all=rescore_all)
         out[name] = _night(copy, str(folder / "*.csv"), small_shop_files["items"], tracking, config)
-    out["new_events"] = events[day >= days[-2]]
+    out["new_events"] = new
+    out["late_day"] = days[len(days) // 2]
+    # The incremental daily table of the night-2 database, and the same table fully rebuilt.
+    rebuilt = root / "rebuilt"
+    shutil.copytree(root / "changed", rebuilt)
+    work = str(rebuilt / "published_work.duckdb")
+    dbt = LocalDbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
+    args = ["run", "--select", "int_customer_item_daily", "--full-refresh"]
+    vars_ = json.dumps({"work_database": work, "run_id": "rebuild"})
+    assert dbt.cli([*args, "--vars", vars_], target_path=root / "target").wait().is_successful()
+    # What dbt ran on night 2 (dbt writes each model's executed SQL under target/run).
+    out["daily_sql"] = next(
+        (root / "changed" / "published_work_dbt_target" / "run").rglob(
+            "int_customer_item_daily.sql"
+        )
+    ).read_text()
+    out["daily"] = {
+        name: _daily(folder / "published_work.duckdb")
+        for name, folder in (("incremental", root / "changed"), ("rebuilt", rebuilt))
+    }
     return out
 
 
@@ -118,3 +152,15 @@ def test_only_customers_with_new_events_get_a_new_list(nights):
         rows = after.loc[customer]
         assert (rows["model"] == "segment_popularity").all(), customer
     assert moved_customers & bought
+
+
+def test_the_incremental_daily_table_equals_a_full_rebuild(nights):
+    incremental, rebuilt = nights["daily"]["incremental"], nights["daily"]["rebuilt"]
+    pd.testing.assert_frame_equal(incremental, rebuilt)
+    # Night 2 recomputed changed days into the kept table instead of rebuilding it.
+    assert "delete from" in nights["daily_sql"] and "insert into" in nights["daily_sql"]
+    late = incremental[
+        (incremental["event_date"] == pd.Timestamp(nights["late_day"]))
+        & (incremental["n_orders"] > 0)
+    ]
+    assert len(late) > 0
