@@ -25,7 +25,37 @@
     )
 }}
 
-with events as (
+-- A separate scan from the aggregation's below: sharing one CTE made DuckDB materialise every
+-- event (a full build at 10M events took 13 s instead of 8).
+with day_fingerprints as (
+
+    select
+        event_ts::date as event_date,
+        count(*) as n_source_events,
+        bit_xor(hash(event_id, customer_id, item_id, event_ts, event_type, quantity, order_id,
+                     value)) as source_hash
+    from {{ ref('stg_shop__events') }}
+    where customer_id is not null
+    group by 1
+
+),
+
+{% if is_incremental() %}
+changed_days as (
+
+    select d.event_date
+    from day_fingerprints d
+    left join (
+        select distinct event_date, n_source_events, source_hash from {{ this }}
+    ) kept using (event_date)
+    where kept.event_date is null
+       or kept.n_source_events is distinct from d.n_source_events
+       or kept.source_hash is distinct from d.source_hash
+
+),
+{% endif %}
+
+events as (
 
     select
         customer_id,
@@ -34,33 +64,11 @@ with events as (
         event_type,
         case when event_type = 'purchase' then order_id end as order_id,
         quantity,
-        value,
-        hash(event_id, customer_id, item_id, event_ts, event_type, quantity, order_id, value)
-            as row_hash
+        value
     from {{ ref('stg_shop__events') }}
     where customer_id is not null
-
-),
-
-day_fingerprints as (
-
-    select event_date, count(*) as n_source_events, bit_xor(row_hash) as source_hash
-    from events
-    group by event_date
-
-),
-
-changed_days as (
-
-    select d.event_date
-    from day_fingerprints d
     {% if is_incremental() %}
-    left join (
-        select distinct event_date, n_source_events, source_hash from {{ this }}
-    ) kept using (event_date)
-    where kept.event_date is null
-       or kept.n_source_events is distinct from d.n_source_events
-       or kept.source_hash is distinct from d.source_hash
+      and event_ts::date in (select event_date from changed_days)
     {% endif %}
 
 ),
@@ -79,7 +87,6 @@ per_order as (
         sum(value) as value,
         count(*) as n_events
     from events
-    where event_date in (select event_date from changed_days)
     group by all
 
 ),
