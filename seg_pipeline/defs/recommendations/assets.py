@@ -13,7 +13,6 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
-from seg_pipeline.lib.privacy import ensure_privacy_tables
 from seg_pipeline.lib.recommendations.evaluation import default_grid, evaluate
 from seg_pipeline.lib.recommendations.interactions import (
     Weights,
@@ -26,17 +25,15 @@ from seg_pipeline.lib.recommendations.models import (
     SegmentPopularityRecommender,
     top_similar_items,
 )
-from seg_pipeline.lib.recommendations.publishing import build_lists
+from seg_pipeline.lib.recommendations.publishing import build_lists, write_lists
 from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
 from seg_pipeline.lib.recommendations.state import (
-    ITEMS_TABLE,
-    MODEL_TABLE,
     KeptModel,
     catalogue_signature,
+    changed_customers,
     config_hash,
     load_model,
     row_fingerprints,
-    save_model,
 )
 from seg_pipeline.lib.timing import PhaseTimer
 
@@ -463,7 +460,7 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
         con.execute("insert into recommendation_metrics by name select * from metrics_df")
 
     with duckdb.get_connection() as con:
-        n_rows, n_customers = _write_lists(
+        n_rows, n_customers = write_lists(
             con,
             lists,
             full,
@@ -532,7 +529,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
         )
     else:
         with duckdb.get_connection() as con:
-            changed = _changed_customers(con, full, fingerprints, config.n, unseen > 0)
+            changed = changed_customers(con, full.user_ids, fingerprints, config.n, unseen > 0)
         rescore = changed | cold
         scope = "customers whose history changed, and customers with no purchase"
     rows = np.flatnonzero(rescore)
@@ -569,7 +566,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
         mlflow.log_metrics(counts)
     phases.lap("mlflow logging")
     with duckdb.get_connection() as con:
-        n_rows, n_customers = _write_lists(
+        n_rows, n_customers = write_lists(
             con,
             lists,
             full,
@@ -625,166 +622,6 @@ def _repeatable(config: RecommendationConfig, full) -> np.ndarray:
 def _item_similarities(duckdb: DuckDBResource, full, config: RecommendationConfig, run_id: str):
     with duckdb.get_connection() as con:
         return write_item_similarities(con, full, config.similarity, run_id)
-
-
-def _changed_customers(con, full, fingerprints: np.ndarray, n: int, new_items: bool) -> np.ndarray:
-    """Rows of ``full`` whose kept list cannot be reused (see state.py)."""
-    cur = con.cursor()
-    cur.register(
-        "_fingerprints",
-        pa.table(
-            {
-                "u": np.arange(full.shape[0]),
-                "customer_id": pa.array(full.user_ids, pa.string()),
-                "fingerprint": fingerprints,
-            }
-        ),
-    )
-    rows = cur.execute(
-        """
-        with listed as (
-            select customer_id, count(*) as n_rows, min(score) as lowest
-            from customer_recommendations group by customer_id
-        )
-        select f.u
-        from _fingerprints f
-        left join recommendation_customers c using (customer_id)
-        left join listed l using (customer_id)
-        where c.fingerprint is distinct from f.fingerprint
-           or l.customer_id is null
-           -- a new item scores 0: it can enter a list that was short or reached 0
-           or ($new_items and (l.n_rows < $n or l.lowest <= 0))
-        """,
-        {"n": n, "new_items": new_items},
-    ).fetchnumpy()["u"]
-    cur.unregister("_fingerprints")
-    changed = np.zeros(full.shape[0], dtype=bool)
-    changed[np.asarray(rows, dtype=np.int64)] = True
-    return changed
-
-
-def _write_lists(
-    con,
-    lists,
-    full,
-    fingerprints: np.ndarray,
-    *,
-    model: str,
-    model_run_id: str,
-    run_id: str,
-    key: str,
-    keep: np.ndarray | None = None,
-    kept: KeptModel | None = None,
-    also=None,
-) -> tuple[int, int]:
-    """Replace ``customer_recommendations`` with tonight's lists, in one transaction with the
-    history fingerprints and, on a refit night, the kept model (or its removal).
-
-    ``keep`` lists the customers whose rows from the previous night are reused as they are (only
-    the run id changes). Their reasons name an item the customer bought or looked at, whose text
-    is part of the kept model's catalogue signature, so that text is current too.
-    """
-    long = pa.table(
-        {
-            "u": lists.users,
-            "rank": lists.ranks,
-            "i": lists.items,
-            "score": lists.scores,
-            "b": lists.because,
-            "reason": lists.reason,
-            "source": lists.source,
-            "bought": lists.bought,
-        }
-    )
-    user_ids = pa.table(
-        {"u": np.arange(full.shape[0]), "customer_id": pa.array(full.user_ids, pa.string())}
-    )
-    item_ids = pa.table(
-        {"i": np.arange(full.shape[1]), "item_id": pa.array(full.item_ids, pa.string())}
-    )
-    tables = {
-        "recs_long": long,
-        "user_ids": user_ids,
-        "item_ids": item_ids,
-        "kept_ids": pa.table({"customer_id": pa.array([] if keep is None else keep, pa.string())}),
-        "fingerprint_rows": pa.table(
-            {"customer_id": user_ids.column("customer_id"), "fingerprint": fingerprints}
-        ),
-    }
-    for name, value in tables.items():
-        con.register(name, value)
-    ensure_privacy_tables(con)
-    reused = (
-        "select * replace ($run_id as run_id) from customer_recommendations "
-        "where customer_id in (select customer_id from kept_ids) union all by name "
-        if keep is not None and len(keep)
-        else ""
-    )
-    con.execute("begin transaction")
-    # Customers who opted out get no list; they are kept by id (work file only) so the checks
-    # can tell an opt-out from a missing list.
-    con.execute(
-        """
-        create or replace table recommendation_opt_outs as
-        select customer_id from user_ids
-        where sha256($key || ':' || customer_id)
-              in (select customer_hash from opted_out_customers)
-        """,
-        {"key": key},
-    )
-    con.execute(
-        f"""
-        create or replace table customer_recommendations_next as
-        select * from (
-            {reused}
-            select
-                users.customer_id,
-                r.rank::integer as rank,
-                items.item_id,
-                r.score,
-                case when r.source = 0 then $model else 'segment_popularity' end as model,
-                case
-                    when r.reason = 0 and r.bought then 'Because you bought ' || bc.title
-                    when r.reason = 0 then 'Because you looked at ' || bc.title
-                    when r.reason = 1 and r.bought
-                        then 'Similar to ' || bc.title || ', which you bought'
-                    when r.reason = 1 then 'Similar to ' || bc.title || ', which you looked at'
-                    when r.reason = 3 then 'Popular in your segment: ' || seg.segment_name
-                    else 'Popular in the shop right now'
-                end as reason,
-                b.item_id as because_item_id,
-                $model_run_id as model_run_id,
-                $run_id as run_id
-            from recs_long r
-            join user_ids users on users.u = r.u
-            join item_ids items on items.i = r.i
-            left join item_ids b on b.i = r.b and r.b >= 0
-            left join item_catalog bc on bc.item_id = b.item_id
-            left join customer_segments seg on seg.customer_id = users.customer_id
-        )
-        where customer_id not in (select customer_id from recommendation_opt_outs)
-        """,
-        {"model": model, "model_run_id": model_run_id, "run_id": run_id},
-    )
-    con.execute("drop table if exists customer_recommendations")
-    con.execute("alter table customer_recommendations_next rename to customer_recommendations")
-    con.execute(
-        "create or replace table recommendation_customers as select * from fingerprint_rows"
-    )
-    if keep is None:
-        if kept is not None:
-            save_model(con, kept)
-        else:
-            for table in (MODEL_TABLE, ITEMS_TABLE):
-                con.execute(f"drop table if exists {table}")
-    if also is not None:
-        also(con)
-    con.execute("commit")
-    for name in tables:
-        con.unregister(name)
-    return con.execute(
-        "select count(*), count(distinct customer_id) from customer_recommendations"
-    ).fetchall()[0]
 
 
 def _metric_dict(row: dict, k: int) -> dict[str, float]:

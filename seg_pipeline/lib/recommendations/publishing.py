@@ -1,14 +1,19 @@
-"""Turn a fitted champion into the published lists: business rules, cold start and reasons."""
+"""Turn a fitted champion into published lists: business rules, cold start, reasons, writing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import duckdb
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
+from seg_pipeline.lib.privacy import ensure_privacy_tables
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.models import Recommender, SegmentPopularityRecommender
+from seg_pipeline.lib.recommendations.state import ITEMS_TABLE, MODEL_TABLE, KeptModel, save_model
 
 REASON_CODES = {"because": 0, "similar": 1, "popular": 2, "segment": 3}
 
@@ -129,3 +134,128 @@ def build_lists(
     columns = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in out.items()}
     bought = has_bought(data.purchased, columns["users"], columns["because"])
     return Lists(**columns, bought=bought)
+
+
+def write_lists(
+    con: duckdb.DuckDBPyConnection,
+    lists: Lists,
+    full: InteractionMatrix,
+    fingerprints: np.ndarray,
+    *,
+    model: str,
+    model_run_id: str,
+    run_id: str,
+    key: str,
+    keep: np.ndarray | None = None,
+    kept: KeptModel | None = None,
+    also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+) -> tuple[int, int]:
+    """Replace ``customer_recommendations`` with tonight's lists, in one transaction with the
+    history fingerprints and, on a refit night, the kept model (or its removal).
+
+    ``keep`` lists the customers whose rows from the previous night are reused as they are (only
+    the run id changes). Their reasons name an item the customer bought or looked at, whose text
+    is part of the kept model's catalogue signature, so that text is current too. ``also`` runs
+    inside the same transaction (the refit night's metrics).
+    """
+    long = pa.table(
+        {
+            "u": lists.users,
+            "rank": lists.ranks,
+            "i": lists.items,
+            "score": lists.scores,
+            "b": lists.because,
+            "reason": lists.reason,
+            "source": lists.source,
+            "bought": lists.bought,
+        }
+    )
+    user_ids = pa.table(
+        {"u": np.arange(full.shape[0]), "customer_id": pa.array(full.user_ids, pa.string())}
+    )
+    item_ids = pa.table(
+        {"i": np.arange(full.shape[1]), "item_id": pa.array(full.item_ids, pa.string())}
+    )
+    tables = {
+        "recs_long": long,
+        "user_ids": user_ids,
+        "item_ids": item_ids,
+        "kept_ids": pa.table({"customer_id": pa.array([] if keep is None else keep, pa.string())}),
+        "fingerprint_rows": pa.table(
+            {"customer_id": user_ids.column("customer_id"), "fingerprint": fingerprints}
+        ),
+    }
+    for name, value in tables.items():
+        con.register(name, value)
+    ensure_privacy_tables(con)
+    reused = (
+        "select * replace ($run_id as run_id) from customer_recommendations "
+        "where customer_id in (select customer_id from kept_ids) union all by name "
+        if keep is not None and len(keep)
+        else ""
+    )
+    con.execute("begin transaction")
+    # Customers who opted out get no list; they are kept by id (work file only) so the checks
+    # can tell an opt-out from a missing list.
+    con.execute(
+        """
+        create or replace table recommendation_opt_outs as
+        select customer_id from user_ids
+        where sha256($key || ':' || customer_id)
+              in (select customer_hash from opted_out_customers)
+        """,
+        {"key": key},
+    )
+    con.execute(
+        f"""
+        create or replace table customer_recommendations_next as
+        select * from (
+            {reused}
+            select
+                users.customer_id,
+                r.rank::integer as rank,
+                items.item_id,
+                r.score,
+                case when r.source = 0 then $model else 'segment_popularity' end as model,
+                case
+                    when r.reason = 0 and r.bought then 'Because you bought ' || bc.title
+                    when r.reason = 0 then 'Because you looked at ' || bc.title
+                    when r.reason = 1 and r.bought
+                        then 'Similar to ' || bc.title || ', which you bought'
+                    when r.reason = 1 then 'Similar to ' || bc.title || ', which you looked at'
+                    when r.reason = 3 then 'Popular in your segment: ' || seg.segment_name
+                    else 'Popular in the shop right now'
+                end as reason,
+                b.item_id as because_item_id,
+                $model_run_id as model_run_id,
+                $run_id as run_id
+            from recs_long r
+            join user_ids users on users.u = r.u
+            join item_ids items on items.i = r.i
+            left join item_ids b on b.i = r.b and r.b >= 0
+            left join item_catalog bc on bc.item_id = b.item_id
+            left join customer_segments seg on seg.customer_id = users.customer_id
+        )
+        where customer_id not in (select customer_id from recommendation_opt_outs)
+        """,
+        {"model": model, "model_run_id": model_run_id, "run_id": run_id},
+    )
+    con.execute("drop table if exists customer_recommendations")
+    con.execute("alter table customer_recommendations_next rename to customer_recommendations")
+    con.execute(
+        "create or replace table recommendation_customers as select * from fingerprint_rows"
+    )
+    if keep is None:
+        if kept is not None:
+            save_model(con, kept)
+        else:
+            for table in (MODEL_TABLE, ITEMS_TABLE):
+                con.execute(f"drop table if exists {table}")
+    if also is not None:
+        also(con)
+    con.execute("commit")
+    for name in tables:
+        con.unregister(name)
+    return con.execute(
+        "select count(*), count(distinct customer_id) from customer_recommendations"
+    ).fetchall()[0]

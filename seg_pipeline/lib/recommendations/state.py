@@ -257,3 +257,49 @@ def load_model(con: duckdb.DuckDBPyConnection) -> KeptModel | None:
         pool=item_ids[in_pool] if row["has_pool"] else None,
         summary=json.loads(row["summary"]),
     )
+
+
+def changed_customers(
+    con: duckdb.DuckDBPyConnection,
+    user_ids: np.ndarray,
+    fingerprints: np.ndarray,
+    n: int,
+    new_items: bool,
+) -> np.ndarray:
+    """Which customers' kept lists cannot be reused (see the module docstring), as a mask.
+
+    ``fingerprints`` are tonight's ``row_fingerprints`` of ``user_ids``; ``new_items`` says
+    whether the catalogue holds items the kept model never saw.
+    """
+    cur = con.cursor()
+    cur.register(
+        "_fingerprints",
+        pa.table(
+            {
+                "u": np.arange(len(user_ids)),
+                "customer_id": pa.array(user_ids, pa.string()),
+                "fingerprint": fingerprints,
+            }
+        ),
+    )
+    rows = cur.execute(
+        """
+        with listed as (
+            select customer_id, count(*) as n_rows, min(score) as lowest
+            from customer_recommendations group by customer_id
+        )
+        select f.u
+        from _fingerprints f
+        left join recommendation_customers c using (customer_id)
+        left join listed l using (customer_id)
+        where c.fingerprint is distinct from f.fingerprint
+           or l.customer_id is null
+           -- a new item scores 0: it can enter a list that was short or reached 0
+           or ($new_items and (l.n_rows < $n or l.lowest <= 0))
+        """,
+        {"n": n, "new_items": new_items},
+    ).fetchnumpy()["u"]
+    cur.unregister("_fingerprints")
+    changed = np.zeros(len(user_ids), dtype=bool)
+    changed[np.asarray(rows, dtype=np.int64)] = True
+    return changed
