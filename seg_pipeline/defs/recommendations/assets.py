@@ -25,7 +25,11 @@ from seg_pipeline.lib.recommendations.models import (
     SegmentPopularityRecommender,
     top_similar_items,
 )
-from seg_pipeline.lib.recommendations.publishing import build_lists, write_lists
+from seg_pipeline.lib.recommendations.publishing import (
+    COLD_WINDOW_DAYS,
+    build_lists,
+    write_lists,
+)
 from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
 from seg_pipeline.lib.recommendations.state import (
     KeptModel,
@@ -525,7 +529,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
         scope = (
             "every customer (rescore_all)"
             if config.rescore_all
-            else "every customer: the kept items' availability or categories changed"
+            else "every customer: the kept items' availability, categories or text changed"
         )
     else:
         with duckdb.get_connection() as con:
@@ -544,7 +548,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
         blocked=blocked,
         repeatable=_repeatable(config, full),
         max_per_category=config.max_per_category,
-        fallback=SegmentPopularityRecommender(window_days=90).fit(full),
+        fallback=SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full),
         item_support=champion.item_support_,
     )
     lists.users = rows[lists.users]

@@ -16,6 +16,8 @@ from seg_pipeline.lib.recommendations.models import Recommender, SegmentPopulari
 from seg_pipeline.lib.recommendations.state import ITEMS_TABLE, MODEL_TABLE, KeptModel, save_model
 
 REASON_CODES = {"because": 0, "similar": 1, "popular": 2, "segment": 3}
+# Cold-start lists count purchases of the last 90 days: what a segment buys now.
+COLD_WINDOW_DAYS = 90
 
 
 @dataclass
@@ -76,7 +78,7 @@ def build_lists(
     blocked: np.ndarray | None = None,
     repeatable: np.ndarray | None = None,
     max_per_category: int | None = None,
-    cold_window_days: int | None = 90,
+    cold_window_days: int | None = COLD_WINDOW_DAYS,
     fallback: SegmentPopularityRecommender | None = None,
     item_support: np.ndarray | None = None,
 ) -> Lists:
