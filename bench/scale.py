@@ -108,7 +108,8 @@ def timed(args: list[str], env: dict) -> tuple[float, float, str, str]:
 
 def clear_outputs(out: Path, stem: str) -> Path:
     """Remove an earlier run's databases, logs and dbt folder; return the database path."""
-    for stale in out.glob(f"{stem}*"):
+    # "{stem}." and "{stem}_", not "{stem}*": published_1000000* also matched the 10M files.
+    for stale in [*out.glob(f"{stem}.*"), *out.glob(f"{stem}_*")]:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     return out / f"{stem}.duckdb"
 
