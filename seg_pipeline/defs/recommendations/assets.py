@@ -32,12 +32,14 @@ from seg_pipeline.lib.recommendations.publishing import (
 )
 from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
 from seg_pipeline.lib.recommendations.state import (
+    CUSTOMERS_TABLE,
     KeptModel,
     catalogue_signature,
     changed_customers,
     config_hash,
     load_model,
     row_fingerprints,
+    save_state,
 )
 from seg_pipeline.lib.timing import PhaseTimer
 
@@ -249,7 +251,8 @@ def recommendations(
         kept = load_model(con)
         lists_kept = con.execute(
             "select count(*) = 2 from information_schema.tables where table_name in "
-            "('customer_recommendations', 'recommendation_customers')"
+            "('customer_recommendations', $fingerprints)",
+            {"fingerprints": CUSTOMERS_TABLE},
         ).fetchall()[0][0]
     settings_hash = config_hash(config.model_dump(exclude=_NOT_MODEL_SETTINGS))
     if kept is None:
@@ -329,7 +332,6 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
     del train, relevant
     with duckdb.get_connection() as con:
         full = load_interactions(con, weights=weights)
-    repeatable = _repeatable(config, full)
     champion = evaluation.champion
     if (
         sample is not None
@@ -344,21 +346,15 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
         champion.pool_min_users = config.pool_scoring_min_customers
         champion.pool_min_recall = config.pool_min_recall
     phases.lap("full data")
-    champion.fit(full)
     # Only plain ALS can be kept: its lists are a function of each customer's history once the
     # item side is fixed (fold_in). Other champions are refitted every night.
     keepable = type(champion) is ALSRecommender
     if keepable:
-        champion.fold_in(full.weights)
+        champion.fit(full, fold_in=True)
+    else:
+        champion.fit(full)
     phases.lap("champion fit")
-    lists = build_lists(
-        champion,
-        full,
-        config.n,
-        blocked=blocked,
-        repeatable=repeatable,
-        max_per_category=config.max_per_category,
-    )
+    lists = _lists(champion, full, full, config, blocked)
     phases.lap("lists and reasons")
     scoring = getattr(champion, "scoring_", None) or {"scoring": "exact"}
     champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
@@ -454,7 +450,8 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
         model_run_id=model_run_id,
     )
 
-    def write_metrics(con):
+    def state_and_metrics(con):
+        save_state(con, full.user_ids, row_fingerprints(full), kept, refit=True)
         con.register("metrics_df", metrics_rows)
         con.execute(
             "create table if not exists recommendation_metrics as select * from metrics_df "
@@ -468,13 +465,11 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
             con,
             lists,
             full,
-            row_fingerprints(full),
             model=champion.name,
             model_run_id=model_run_id,
             run_id=context.run_id,
             key=settings.key(),
-            kept=kept,
-            also=write_metrics,
+            also=state_and_metrics,
         )
     phases.lap("tables written")
     similarity_meta = _item_similarities(duckdb, full, config, context.run_id)
@@ -490,7 +485,8 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
             "customers": n_customers,
             "refit": True,
             "refit_reason": why,
-            "customers_rescored": n_customers,
+            "customers_rescored": full.shape[0],
+            "customers_kept": 0,
             **summary,
             "seconds_by_phase": phases.seconds,
             "model_run_id": model_run_id,
@@ -541,16 +537,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
     subset = full.take_users(rows)
     champion.fold_in(subset.weights)
     phases.lap("fold in")
-    lists = build_lists(
-        champion,
-        subset,
-        config.n,
-        blocked=blocked,
-        repeatable=_repeatable(config, full),
-        max_per_category=config.max_per_category,
-        fallback=SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full),
-        item_support=champion.item_support_,
-    )
+    lists = _lists(champion, subset, full, config, blocked)
     lists.users = rows[lists.users]
     phases.lap("lists and reasons")
     counts = {
@@ -574,12 +561,12 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
             con,
             lists,
             full,
-            fingerprints,
             model=champion.name,
             model_run_id=kept.model_run_id,
             run_id=context.run_id,
             key=settings.key(),
-            keep=full.user_ids[~rescore],
+            reuse=full.user_ids[~rescore],
+            also=lambda con: save_state(con, full.user_ids, fingerprints, refit=False),
         )
         n_metrics = con.execute("select count(*) from recommendation_metrics").fetchall()[0][0]
     phases.lap("tables written")
@@ -619,8 +606,21 @@ def _available(con) -> np.ndarray:
     return np.asarray(flags["available"], dtype=bool)
 
 
-def _repeatable(config: RecommendationConfig, full) -> np.ndarray:
-    return np.flatnonzero(np.isin(full.item_ids, np.asarray(config.repeatable_items, dtype=object)))
+def _lists(champion, data, full, config: RecommendationConfig, blocked: np.ndarray):
+    """``build_lists`` for the customers of ``data``, with the popularity and item support of
+    ``full`` (everyone): the same inputs on a refit night and on the nights between, so a
+    customer's list does not depend on who else is scored tonight."""
+    repeatable = np.isin(full.item_ids, np.asarray(config.repeatable_items, dtype=object))
+    return build_lists(
+        champion,
+        data,
+        config.n,
+        blocked=blocked,
+        repeatable=np.flatnonzero(repeatable),
+        max_per_category=config.max_per_category,
+        fallback=SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full),
+        item_support=getattr(champion, "item_support_", None),
+    )
 
 
 def _item_similarities(duckdb: DuckDBResource, full, config: RecommendationConfig, run_id: str):

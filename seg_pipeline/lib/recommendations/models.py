@@ -411,8 +411,11 @@ class ALSRecommender(Recommender):
             "bm25": self.bm25,
         }
 
-    def fit(self, data: InteractionMatrix) -> ALSRecommender:
+    def fit(self, data: InteractionMatrix, *, fold_in: bool = False) -> ALSRecommender:
         """Fit on ``data``; with ``warm_start_iterations``, refit from the previous fit's items.
+
+        With ``fold_in``, the user factors are then solved once more against the final item
+        factors (see ``fold_in``), reusing the weighted matrix of the fit.
 
         A warm refit starts from the item factors of the previous ``fit`` (when ``data`` has
         the same item columns) and runs ``warm_start_iterations`` instead of ``iterations``:
@@ -435,24 +438,31 @@ class ALSRecommender(Recommender):
             and previous is not None
             and previous.shape == (data.shape[1], self.factors)
         )
-        # implicit parallelises across its own threads; nested multi-threaded BLAS only slows it
-        # (implicit checks the BLAS setting when the model is created, so both go inside).
+        model = self._implicit_model(self.warm_start_iterations if warm else self.iterations)
+        if warm:
+            # implicit only initialises the factors that are not set yet.
+            model.item_factors = np.array(previous, dtype=np.float32, copy=True)
+        # implicit parallelises across its own threads; nested multi-threaded BLAS only slows it.
         with threadpool_limits(limits=1, user_api="blas"):
-            model = AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.warm_start_iterations if warm else self.iterations,
-                random_state=self.random_state,
-                calculate_training_loss=False,
-            )
-            if warm:
-                # implicit only initialises the factors that are not set yet.
-                model.item_factors = np.array(previous, dtype=np.float32, copy=True)
             model.fit(matrix, show_progress=False)
         self.model_ = model
         self.item_gram_ = None
+        if fold_in:
+            self._solve_users(matrix)
         return self
+
+    def _implicit_model(self, iterations: int) -> AlternatingLeastSquares:
+        # implicit checks the BLAS setting when the model is created (and warns once about a
+        # multi-threaded BLAS), so it is created under the same limit as the fit.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=iterations,
+                random_state=self.random_state,
+                calculate_training_loss=False,
+            )
 
     def _weighted(self, weights: sp.csr_matrix) -> sp.csr_matrix:
         if not self.bm25:
@@ -469,7 +479,9 @@ class ALSRecommender(Recommender):
         whose history changed: both give the same list for the same history. The fit's own
         user factors were solved against the previous iteration's item factors instead.
         """
-        matrix = self._weighted(weights)
+        return self._solve_users(self._weighted(weights))
+
+    def _solve_users(self, matrix: sp.csr_matrix) -> ALSRecommender:
         model = self.model_
         if self.item_gram_ is None:
             self.item_gram_ = item_gram(model.item_factors)
@@ -498,14 +510,7 @@ class ALSRecommender(Recommender):
         ``item_gram`` of the factors as trained.
         """
         self = cls(**params)
-        model = AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            random_state=self.random_state,
-            calculate_training_loss=False,
-        )
+        model = self._implicit_model(self.iterations)
         model.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.item_gram_ = gram
         self.model_ = model

@@ -13,7 +13,6 @@ import scipy.sparse as sp
 from seg_pipeline.lib.privacy import ensure_privacy_tables
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.models import Recommender, SegmentPopularityRecommender
-from seg_pipeline.lib.recommendations.state import ITEMS_TABLE, MODEL_TABLE, KeptModel, save_model
 
 REASON_CODES = {"because": 0, "similar": 1, "popular": 2, "segment": 3}
 # Cold-start lists count purchases of the last 90 days: what a segment buys now.
@@ -142,23 +141,20 @@ def write_lists(
     con: duckdb.DuckDBPyConnection,
     lists: Lists,
     full: InteractionMatrix,
-    fingerprints: np.ndarray,
     *,
     model: str,
     model_run_id: str,
     run_id: str,
     key: str,
-    keep: np.ndarray | None = None,
-    kept: KeptModel | None = None,
+    reuse: np.ndarray | None = None,
     also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> tuple[int, int]:
-    """Replace ``customer_recommendations`` with tonight's lists, in one transaction with the
-    history fingerprints and, on a refit night, the kept model (or its removal).
+    """Replace ``customer_recommendations`` with tonight's lists in one transaction; ``also``
+    runs inside it (the kept state, the refit night's metrics).
 
-    ``keep`` lists the customers whose rows from the previous night are reused as they are (only
+    ``reuse`` lists the customers whose rows from the previous night are kept as they are (only
     the run id changes). Their reasons name an item the customer bought or looked at, whose text
-    is part of the kept model's catalogue signature, so that text is current too. ``also`` runs
-    inside the same transaction (the refit night's metrics).
+    is part of the kept model's catalogue signature (state.py), so that text is current too.
     """
     long = pa.table(
         {
@@ -182,9 +178,8 @@ def write_lists(
         "recs_long": long,
         "user_ids": user_ids,
         "item_ids": item_ids,
-        "kept_ids": pa.table({"customer_id": pa.array([] if keep is None else keep, pa.string())}),
-        "fingerprint_rows": pa.table(
-            {"customer_id": user_ids.column("customer_id"), "fingerprint": fingerprints}
+        "reused_ids": pa.table(
+            {"customer_id": pa.array([] if reuse is None else reuse, pa.string())}
         ),
     }
     for name, value in tables.items():
@@ -192,8 +187,8 @@ def write_lists(
     ensure_privacy_tables(con)
     reused = (
         "select * replace ($run_id as run_id) from customer_recommendations "
-        "where customer_id in (select customer_id from kept_ids) union all by name "
-        if keep is not None and len(keep)
+        "where customer_id in (select customer_id from reused_ids) union all by name "
+        if reuse is not None and len(reuse)
         else ""
     )
     con.execute("begin transaction")
@@ -244,15 +239,6 @@ def write_lists(
     )
     con.execute("drop table if exists customer_recommendations")
     con.execute("alter table customer_recommendations_next rename to customer_recommendations")
-    con.execute(
-        "create or replace table recommendation_customers as select * from fingerprint_rows"
-    )
-    if keep is None:
-        if kept is not None:
-            save_model(con, kept)
-        else:
-            for table in (MODEL_TABLE, ITEMS_TABLE):
-                con.execute(f"drop table if exists {table}")
     if also is not None:
         also(con)
     con.execute("commit")

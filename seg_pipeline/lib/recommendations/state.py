@@ -36,6 +36,7 @@ from seg_pipeline.lib.recommendations.models import ALSRecommender, item_gram
 
 MODEL_TABLE = "recommendation_model"
 ITEMS_TABLE = "recommendation_model_items"
+CUSTOMERS_TABLE = "recommendation_customers"
 
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
 
@@ -85,7 +86,7 @@ def catalogue_signature(
     title of an item the customer bought). Items the model never saw are left out; they score 0
     (see the module docstring).
     """
-    position = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(trained_items)
+    position = _positions(item_ids, trained_items)
     present = position >= 0
     at = np.where(present, position, 0)
     usable = present & np.asarray(available, dtype=bool)[at]
@@ -152,35 +153,63 @@ class KeptModel:
         return None
 
     def champion_for(self, item_ids: np.ndarray) -> ALSRecommender:
-        """The kept model on today's item columns (zero factors for items it never saw)."""
-        position = pd.Index(np.asarray(self.item_ids, dtype=object)).get_indexer(
-            np.asarray(item_ids, dtype=object)
-        )
-        known = position >= 0
-        factors = np.zeros((len(item_ids), self.factors.shape[1]), dtype=np.float32)
-        factors[known] = self.factors[position[known]]
-        support = np.zeros(len(item_ids), dtype=np.int64)
-        support[known] = self.item_support[position[known]]
-        idf = None
-        if self.idf is not None:
-            idf = np.zeros(len(item_ids), dtype=np.float64)
-            idf[known] = self.idf[position[known]]
+        """The kept model on today's item columns (zeros for items it never saw)."""
+        position = _positions(self.item_ids, item_ids)
+
+        def on_today(values: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(position), *values.shape[1:]), dtype=values.dtype)
+            out[position >= 0] = values[position[position >= 0]]
+            return out
+
         model = ALSRecommender.from_items(
-            factors,
+            on_today(self.factors),
             gram=item_gram(self.factors),
-            idf=idf,
+            idf=None if self.idf is None else on_today(self.idf),
             average_length=self.average_length,
-            item_support=support,
+            item_support=on_today(self.item_support),
             **self.params,
         )
         if self.pool is not None:
-            columns = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(self.pool)
+            columns = _positions(item_ids, self.pool)
             model.fixed_pool = np.sort(columns[columns >= 0])
         return model
 
     def unseen_items(self, item_ids: np.ndarray) -> int:
         """How many of today's items the kept model never saw."""
-        return int((~pd.Index(np.asarray(item_ids, dtype=object)).isin(self.item_ids)).sum())
+        return int((_positions(self.item_ids, item_ids) < 0).sum())
+
+
+def _positions(index_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where each of ``wanted`` sits in ``index_ids`` (-1: absent)."""
+    return pd.Index(np.asarray(index_ids, dtype=object)).get_indexer(
+        np.asarray(wanted, dtype=object)
+    )
+
+
+def save_state(
+    con: duckdb.DuckDBPyConnection,
+    user_ids: np.ndarray,
+    fingerprints: np.ndarray,
+    kept: KeptModel | None = None,
+    *,
+    refit: bool,
+) -> None:
+    """Keep tonight's history fingerprints and, on a refit night, the new model: ``kept``, or
+    none when the champion cannot be kept. Call inside the transaction that writes the lists."""
+    cur = con.cursor()
+    cur.register(
+        "_fingerprint_rows",
+        pa.table({"customer_id": pa.array(user_ids, pa.string()), "fingerprint": fingerprints}),
+    )
+    cur.execute(f"create or replace table {CUSTOMERS_TABLE} as select * from _fingerprint_rows")
+    cur.unregister("_fingerprint_rows")
+    if not refit:
+        return
+    if kept is not None:
+        save_model(con, kept)
+    else:
+        for table in (MODEL_TABLE, ITEMS_TABLE):
+            cur.execute(f"drop table if exists {table}")
 
 
 def save_model(con: duckdb.DuckDBPyConnection, kept: KeptModel) -> None:
@@ -283,14 +312,14 @@ def changed_customers(
         ),
     )
     rows = cur.execute(
-        """
+        f"""
         with listed as (
             select customer_id, count(*) as n_rows, min(score) as lowest
             from customer_recommendations group by customer_id
         )
         select f.u
         from _fingerprints f
-        left join recommendation_customers c using (customer_id)
+        left join {CUSTOMERS_TABLE} c using (customer_id)
         left join listed l using (customer_id)
         where c.fingerprint is distinct from f.fingerprint
            or l.customer_id is null
