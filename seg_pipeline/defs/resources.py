@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -128,6 +129,38 @@ class MLflowTracking(dg.ConfigurableResource):
             parent_run_id=parent_run_id,
         ) as run:
             yield run
+
+    def log_children(
+        self,
+        context: dg.AssetExecutionContext,
+        parent: object,
+        children: list[tuple[str, dict, dict]],
+    ) -> None:
+        """One finished child run of ``parent`` per ``(name, params, metrics)``.
+
+        Three store calls per child (create, one batch, terminate) on one client: the fluent
+        ``start_run`` per child looked the experiment and the parent up again each time, which
+        made 48 segmentation candidates cost 2.5 s instead of about 1 s.
+        """
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric, Param
+
+        client = MlflowClient(self.tracking_uri)
+        info = parent.info
+        tags = {
+            "mlflow.parentRunId": info.run_id,
+            "dagster.run_id": context.run_id,
+            "dagster.asset": context.op_execution_context.op.name,
+        }
+        for name, params, metrics in children:
+            run = client.create_run(info.experiment_id, tags=tags, run_name=name)
+            now = int(time.time() * 1000)
+            client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                params=[Param(k, str(v)) for k, v in params.items()],
+            )
+            client.set_terminated(run.info.run_id)
 
 
 def settings_from_env(environ: os._Environ | dict | None = None) -> PipelineSettings:

@@ -218,6 +218,28 @@ def test_parquet_missing_column(tmp_path):
         ingest_events(duckdb.connect(), path, run_id="r")
 
 
+def test_damaged_parquet_is_a_clear_error_and_publishes_nothing(tmp_path):
+    """Parquet rows are read by the classifying pass (the landing is a view), so a data page
+    that fails to decompress must still end as an IngestError, with no table written."""
+    path = tmp_path / "e.parquet"
+    duckdb.connect().execute(
+        f"copy (select 'c' || (i % 97) as customer_id, 'i' || (i % 31) as item_id, "
+        f"timestamp '2025-01-01' + to_seconds(i) as event_ts, "
+        f"md5(i::varchar) as order_id from range(20000) t(i)) to '{path}' "
+        "(compression snappy)"
+    )
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 3
+    data[middle : middle + 2000] = b"\xab" * 2000
+    path.write_bytes(bytes(data))
+    con = duckdb.connect()
+    with pytest.raises(IngestError, match="cannot read"):
+        ingest_events(con, path, run_id="r")
+    assert con.execute("select count(*) from duckdb_tables() where not temporary").fetchall() == [
+        (0,)
+    ]
+
+
 def test_multi_file_glob_keeps_per_file_lines(tmp_path):
     (tmp_path / "a.csv").write_text(H + OK + "c1,i1\n")
     (tmp_path / "b.csv").write_text(H + "c1,,2025-01-05,,,,,\n" + OK2)

@@ -376,21 +376,22 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
                 **{f"scoring_{k}": v for k, v in scoring.items()},
             }
         )
-        for row in table.to_dict("records"):
-            with mlflow_tracking.start_run(
-                context,
-                "recommendations",
-                run_name=row["candidate"],
-                parent_run_id=parent.info.run_id,
-            ):
-                mlflow.log_params(
+        mlflow_tracking.log_children(
+            context,
+            parent,
+            [
+                (
+                    row["candidate"],
                     {
                         "model": row["model"],
                         "candidate": row["candidate"][:500],
                         "params": json.dumps(row["params"], default=str)[:500],
-                    }
+                    },
+                    _metric_dict(row, config.n),
                 )
-                mlflow.log_metrics(_metric_dict(row, config.n))
+                for row in table.to_dict("records")
+            ],
+        )
         mlflow.log_metrics(_metric_dict(champ_row, config.n))
         mlflow.log_metric(f"baseline_ndcg_at_{config.n}", float(base_row["ndcg"]))
         with tempfile.TemporaryDirectory() as tmp:

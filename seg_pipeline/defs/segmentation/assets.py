@@ -360,21 +360,22 @@ def behavioural_segments(
                 "refit": config.refit,
             }
         )
-        for row in rows:
-            with mlflow_tracking.start_run(
-                context,
-                "segmentation",
-                run_name=f"{row['method']} {row['param']}",
-                parent_run_id=parent.info.run_id,
-            ):
-                mlflow.log_params({"method": row["method"], "param": row["param"]})
-                mlflow.log_metrics(
+        mlflow_tracking.log_children(
+            context,
+            parent,
+            [
+                (
+                    f"{row['method']} {row['param']}",
+                    {"method": row["method"], "param": row["param"]},
                     {
                         k: float(v)
                         for k, v in row.items()
                         if isinstance(v, int | float) and np.isfinite(v)
-                    }
+                    },
                 )
+                for row in rows
+            ],
+        )
         summary = {
             k: float(v)
             for k, v in chosen_row.items()
