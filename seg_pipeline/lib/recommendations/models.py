@@ -62,12 +62,16 @@ def _largest(values: np.ndarray, k: int) -> np.ndarray:
         return np.broadcast_to(np.arange(m), values.shape)
     kth = np.partition(values, m - k, axis=1)[:, m - k]
     mask = values >= kth[:, None]
-    regular = np.count_nonzero(mask, axis=1) == k
-    if regular.all():
-        return np.nonzero(mask)[1].reshape(rows, k)
-    top = np.empty((rows, k), dtype=np.int64)
-    plain, tied = np.flatnonzero(regular), np.flatnonzero(~regular)
-    top[plain] = np.nonzero(mask[plain])[1].reshape(len(plain), k)
+    counts = np.count_nonzero(mask, axis=1)
+    columns = np.nonzero(mask)[1]
+    if (counts == k).all():
+        return columns.reshape(rows, k)
+    if len(columns) == 0:  # every value NaN
+        return np.argsort(-values, axis=1, kind="stable")[:, :k]
+    # Each row's marked columns start where the previous rows' end; a tied row has more.
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    top = columns[np.minimum(starts[:, None] + np.arange(k), max(len(columns) - 1, 0))]
+    tied = np.flatnonzero(counts != k)
     top[tied] = np.argsort(-values[tied], axis=1, kind="stable")[:, :k]
     return top
 
