@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -118,6 +119,27 @@ def _meta(metadata) -> str:
     return ", ".join(f"{k}={getattr(v, 'value', v)}" for k, v in metadata.items())
 
 
+@contextlib.contextmanager
+def _imports_without_gc():
+    """Import the pipeline with the cyclic garbage collector paused, then freeze what exists.
+
+    Importing Dagster, dbt's adapter, MLflow and scikit-learn allocates about 800k objects, and
+    the collector kept rescanning them: the import took 7.9 s instead of 5.7 s. ``gc.freeze``
+    then moves those long-lived objects out of every later collection, including the one at
+    interpreter exit, which took another 2 s. Only the first import in a process does this; a
+    process that already imported the pipeline (the tests) is left as it is.
+    """
+    if "seg_pipeline.definitions" in sys.modules:
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def run_pipeline(
     *,
     events: str | None,
@@ -130,15 +152,15 @@ def run_pipeline(
     optout: str | None = None,
 ) -> int:
     """Run ``nightly_job`` in this process and return the exit code (0 on full success)."""
-    import dagster as dg
-
-    from seg_pipeline.defs.resources import PipelineSettings
-
     if not quiet:
         print(
             "seg-pipeline: loading definitions (dbt manifest, models)…", file=sys.stderr, flush=True
         )
-    from seg_pipeline.definitions import build_definitions
+    with _imports_without_gc():
+        import dagster as dg
+
+        from seg_pipeline.definitions import build_definitions
+        from seg_pipeline.defs.resources import PipelineSettings
 
     settings = PipelineSettings(
         events_path=events,
