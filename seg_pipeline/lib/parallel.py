@@ -8,8 +8,9 @@ would fight over two cores. Each work item must write only its own slice of the 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 from threadpoolctl import threadpool_limits
 
@@ -21,3 +22,14 @@ def each_in_threads(work: Callable, items: Iterable) -> list:
         return [work(item) for item in items]
     with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return list(pool.map(work, items))
+
+
+@contextmanager
+def in_background(work: Callable, *args) -> Iterator[Future]:
+    """Run ``work(*args)`` on a second thread while the block runs; yields its future.
+
+    Leaving the block waits for ``work``, also when the block fails, so nothing it writes
+    lands after the caller has given up.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(work, *args)

@@ -13,6 +13,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
+from seg_pipeline.lib.parallel import in_background
 from seg_pipeline.lib.recommendations.evaluation import default_grid, evaluate
 from seg_pipeline.lib.recommendations.interactions import (
     Weights,
@@ -356,125 +357,128 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
     phases.lap("champion fit")
     lists = _lists(champion, full, full, config, blocked)
     phases.lap("lists and reasons")
-    scoring = getattr(champion, "scoring_", None) or {"scoring": "exact"}
-    champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
-    base_row = table.loc[table["is_baseline"]].iloc[0].to_dict()
+    # Item similarities need only the matrix: they are computed and written on a second
+    # thread while MLflow logs and the lists are written, phases that leave a core partly idle.
+    with in_background(_item_similarities, duckdb, full, config, context.run_id) as similar:
+        scoring = getattr(champion, "scoring_", None) or {"scoring": "exact"}
+        champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
+        base_row = table.loc[table["is_baseline"]].iloc[0].to_dict()
 
-    with mlflow_tracking.start_run(
-        context, "recommendations", run_name="champion_selection"
-    ) as parent:
-        mlflow.log_params(
-            {
-                "n": config.n,
-                "holdout_days": config.holdout_days,
-                "split_date": str(split),
-                "weights": json.dumps(weights.__dict__),
-                "champion": evaluation.champion_key,
-                "baseline": base_row["candidate"],
-                "refit_reason": why[:500],
-                **selection,
-                **{f"scoring_{k}": v for k, v in scoring.items()},
-            }
-        )
-        mlflow_tracking.log_children(
-            context,
-            parent,
-            [
-                (
-                    row["candidate"],
-                    {
-                        "model": row["model"],
-                        "candidate": row["candidate"][:500],
-                        "params": json.dumps(row["params"], default=str)[:500],
-                    },
-                    _metric_dict(row, config.n),
+        with mlflow_tracking.start_run(
+            context, "recommendations", run_name="champion_selection"
+        ) as parent:
+            mlflow.log_params(
+                {
+                    "n": config.n,
+                    "holdout_days": config.holdout_days,
+                    "split_date": str(split),
+                    "weights": json.dumps(weights.__dict__),
+                    "champion": evaluation.champion_key,
+                    "baseline": base_row["candidate"],
+                    "refit_reason": why[:500],
+                    **selection,
+                    **{f"scoring_{k}": v for k, v in scoring.items()},
+                }
+            )
+            mlflow_tracking.log_children(
+                context,
+                parent,
+                [
+                    (
+                        row["candidate"],
+                        {
+                            "model": row["model"],
+                            "candidate": row["candidate"][:500],
+                            "params": json.dumps(row["params"], default=str)[:500],
+                        },
+                        _metric_dict(row, config.n),
+                    )
+                    for row in table.to_dict("records")
+                ],
+            )
+            mlflow.log_metrics(_metric_dict(champ_row, config.n))
+            mlflow.log_metric(f"baseline_ndcg_at_{config.n}", float(base_row["ndcg"]))
+            with tempfile.TemporaryDirectory() as tmp:
+                table.assign(
+                    params=table["params"].map(lambda p: json.dumps(p, default=str))
+                ).to_csv(Path(tmp, "candidates.csv"), index=False)
+                evaluation.by_segment.to_csv(Path(tmp, "candidates_by_segment.csv"), index=False)
+                mlflow.log_artifacts(tmp, artifact_path="evaluation")
+                model_dir = Path(tmp, "model_dir")
+                export_model(champion, full.item_ids, model_dir)
+                mlflow.pyfunc.log_model(
+                    name="recommender",
+                    python_model=HistoryRecommender(),
+                    artifacts={"model_dir": str(model_dir)},
+                    pip_requirements=["numpy", "scipy", "pandas", "mlflow"],
+                    code_paths=None,
+                    registered_model_name=REGISTERED_MODEL if config.register_model else None,
                 )
-                for row in table.to_dict("records")
-            ],
-        )
-        mlflow.log_metrics(_metric_dict(champ_row, config.n))
-        mlflow.log_metric(f"baseline_ndcg_at_{config.n}", float(base_row["ndcg"]))
-        with tempfile.TemporaryDirectory() as tmp:
-            table.assign(params=table["params"].map(lambda p: json.dumps(p, default=str))).to_csv(
-                Path(tmp, "candidates.csv"), index=False
-            )
-            evaluation.by_segment.to_csv(Path(tmp, "candidates_by_segment.csv"), index=False)
-            mlflow.log_artifacts(tmp, artifact_path="evaluation")
-            model_dir = Path(tmp, "model_dir")
-            export_model(champion, full.item_ids, model_dir)
-            mlflow.pyfunc.log_model(
-                name="recommender",
-                python_model=HistoryRecommender(),
-                artifacts={"model_dir": str(model_dir)},
-                pip_requirements=["numpy", "scipy", "pandas", "mlflow"],
-                code_paths=None,
-                registered_model_name=REGISTERED_MODEL if config.register_model else None,
-            )
-        model_run_id = parent.info.run_id
+            model_run_id = parent.info.run_id
 
-    phases.lap("mlflow logging")
-    summary = {
-        "champion": evaluation.champion_key,
-        f"champion_ndcg_at_{config.n}": float(champ_row["ndcg"]),
-        f"popularity_ndcg_at_{config.n}": float(base_row["ndcg"]),
-        "beats_popularity": bool(champ_row["candidate"] != base_row["candidate"]),
-        "selection_sample": selection["selection_sample"],
-        **{f"scoring_{k}": v for k, v in scoring.items()},
-    }
-    kept = None
-    if keepable:
-        kept = KeptModel.from_champion(
-            champion,
-            full.item_ids,
-            model_run_id=model_run_id,
-            champion=evaluation.champion_key,
-            trained_as_of=as_of,
-            config_hash=settings_hash,
-            catalogue_signature=catalogue_signature(
-                full.item_ids, full.item_ids, available, full.item_categories, full.item_text
+        phases.lap("mlflow logging")
+        summary = {
+            "champion": evaluation.champion_key,
+            f"champion_ndcg_at_{config.n}": float(champ_row["ndcg"]),
+            f"popularity_ndcg_at_{config.n}": float(base_row["ndcg"]),
+            "beats_popularity": bool(champ_row["candidate"] != base_row["candidate"]),
+            "selection_sample": selection["selection_sample"],
+            **{f"scoring_{k}": v for k, v in scoring.items()},
+        }
+        kept = None
+        if keepable:
+            kept = KeptModel.from_champion(
+                champion,
+                full.item_ids,
+                model_run_id=model_run_id,
+                champion=evaluation.champion_key,
+                trained_as_of=as_of,
+                config_hash=settings_hash,
+                catalogue_signature=catalogue_signature(
+                    full.item_ids, full.item_ids, available, full.item_categories, full.item_text
+                ),
+                summary=summary,
+            )
+        overall = table.assign(segment="all")
+        per_segment = evaluation.by_segment.rename(columns={"segment_name": "segment"})
+        if len(per_segment):
+            per_segment = per_segment.merge(
+                table[["candidate", "model", "is_champion", "is_baseline"]], on="candidate"
+            ).drop(columns=["segment_code"])
+        metrics_rows = pd.concat([overall, per_segment], ignore_index=True).assign(
+            params=lambda f: f["params"].map(
+                lambda p: json.dumps(p, default=str) if isinstance(p, dict) else None
             ),
-            summary=summary,
-        )
-    overall = table.assign(segment="all")
-    per_segment = evaluation.by_segment.rename(columns={"segment_name": "segment"})
-    if len(per_segment):
-        per_segment = per_segment.merge(
-            table[["candidate", "model", "is_champion", "is_baseline"]], on="candidate"
-        ).drop(columns=["segment_code"])
-    metrics_rows = pd.concat([overall, per_segment], ignore_index=True).assign(
-        params=lambda f: f["params"].map(
-            lambda p: json.dumps(p, default=str) if isinstance(p, dict) else None
-        ),
-        as_of=as_of,
-        split_date=split,
-        run_id=context.run_id,
-        model_run_id=model_run_id,
-    )
-
-    def state_and_metrics(con):
-        save_state(con, full.user_ids, row_fingerprints(full), kept, refit=True)
-        con.register("metrics_df", metrics_rows)
-        con.execute(
-            "create table if not exists recommendation_metrics as select * from metrics_df "
-            "where false"
-        )
-        con.execute("delete from recommendation_metrics where as_of = $as_of", {"as_of": as_of})
-        con.execute("insert into recommendation_metrics by name select * from metrics_df")
-
-    with duckdb.get_connection() as con:
-        n_rows, n_customers = write_lists(
-            con,
-            lists,
-            full,
-            model=champion.name,
-            model_run_id=model_run_id,
+            as_of=as_of,
+            split_date=split,
             run_id=context.run_id,
-            key=settings.key(),
-            also=state_and_metrics,
+            model_run_id=model_run_id,
         )
-    phases.lap("tables written")
-    similarity_meta = _item_similarities(duckdb, full, config, context.run_id)
-    phases.lap("item similarities")
+
+        def state_and_metrics(con):
+            save_state(con, full.user_ids, row_fingerprints(full), kept, refit=True)
+            con.register("metrics_df", metrics_rows)
+            con.execute(
+                "create table if not exists recommendation_metrics as select * from metrics_df "
+                "where false"
+            )
+            con.execute("delete from recommendation_metrics where as_of = $as_of", {"as_of": as_of})
+            con.execute("insert into recommendation_metrics by name select * from metrics_df")
+
+        with duckdb.get_connection() as con:
+            n_rows, n_customers = write_lists(
+                con,
+                lists,
+                full,
+                model=champion.name,
+                model_run_id=model_run_id,
+                run_id=context.run_id,
+                key=settings.key(),
+                also=state_and_metrics,
+            )
+        phases.lap("tables written")
+    similarity_meta = similar.result()
+    phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
     ranking = table.sort_values("ndcg", ascending=False)[
         ["candidate", "ndcg", "precision", "recall", "map", "coverage", "is_champion"]
@@ -541,38 +545,41 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
     lists = _lists(champion, subset, full, config, blocked)
     lists.users = rows[lists.users]
     phases.lap("lists and reasons")
-    counts = {
-        "customers_rescored": int(len(rows)),
-        "customers_kept": int(full.shape[0] - len(rows)),
-        "items_unseen_by_model": unseen,
-    }
-    with mlflow_tracking.start_run(context, "recommendations", run_name="rescoring"):
-        mlflow.log_params(
-            {
-                "model_run_id": kept.model_run_id,
-                "model_trained_as_of": str(kept.trained_as_of),
-                "rescored": scope[:500],
-                **{f"scoring_{k}": v for k, v in (champion.scoring_ or {}).items()},
-            }
-        )
-        mlflow.log_metrics(counts)
-    phases.lap("mlflow logging")
-    with duckdb.get_connection() as con:
-        n_rows, n_customers = write_lists(
-            con,
-            lists,
-            full,
-            model=champion.name,
-            model_run_id=kept.model_run_id,
-            run_id=context.run_id,
-            key=settings.key(),
-            reuse=full.user_ids[~rescore],
-            also=lambda con: save_state(con, full.user_ids, fingerprints, refit=False),
-        )
-        n_metrics = con.execute("select count(*) from recommendation_metrics").fetchall()[0][0]
-    phases.lap("tables written")
-    similarity_meta = _item_similarities(duckdb, full, config, context.run_id)
-    phases.lap("item similarities")
+    # Item similarities need only the matrix: they are computed and written on a second
+    # thread while MLflow logs and the lists are written, phases that leave a core partly idle.
+    with in_background(_item_similarities, duckdb, full, config, context.run_id) as similar:
+        counts = {
+            "customers_rescored": int(len(rows)),
+            "customers_kept": int(full.shape[0] - len(rows)),
+            "items_unseen_by_model": unseen,
+        }
+        with mlflow_tracking.start_run(context, "recommendations", run_name="rescoring"):
+            mlflow.log_params(
+                {
+                    "model_run_id": kept.model_run_id,
+                    "model_trained_as_of": str(kept.trained_as_of),
+                    "rescored": scope[:500],
+                    **{f"scoring_{k}": v for k, v in (champion.scoring_ or {}).items()},
+                }
+            )
+            mlflow.log_metrics(counts)
+        phases.lap("mlflow logging")
+        with duckdb.get_connection() as con:
+            n_rows, n_customers = write_lists(
+                con,
+                lists,
+                full,
+                model=champion.name,
+                model_run_id=kept.model_run_id,
+                run_id=context.run_id,
+                key=settings.key(),
+                reuse=full.user_ids[~rescore],
+                also=lambda con: save_state(con, full.user_ids, fingerprints, refit=False),
+            )
+            n_metrics = con.execute("select count(*) from recommendation_metrics").fetchall()[0][0]
+        phases.lap("tables written")
+    similarity_meta = similar.result()
+    phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: re-scored with the kept model {counts}")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
     yield dg.MaterializeResult(
