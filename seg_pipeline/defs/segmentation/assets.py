@@ -7,7 +7,6 @@ segment tables, the history and the migration tables, the charts and the HTML re
 
 import json
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +20,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib import plots
-from seg_pipeline.lib.parallel import each_in_threads
+from seg_pipeline.lib.parallel import each_in_threads, in_background
 from seg_pipeline.lib.segmentation.features import (
     CLIP,
     FEATURE_SETS,
@@ -385,10 +384,9 @@ def behavioural_segments(
         # The tables need only the run id, so DuckDB writes them on a second thread while this
         # one draws the charts and logs to MLflow; both are mostly single-threaded (at 10M
         # events one core sat idle through 2 s of charts, 5-6 s of logging, 2-3 s of writing).
-        with ThreadPoolExecutor(max_workers=1) as writer:
-            written = writer.submit(
-                _write_tables, duckdb, segments, table_out, stored, as_of, run_row
-            )
+        with in_background(
+            _write_tables, duckdb, segments, table_out, stored, as_of, run_row
+        ) as written:
             charts = {
                 "Segment sizes": plots.sizes_chart(profiles),
                 "RFM grid": plots.rfm_heatmap(rfm),
