@@ -138,9 +138,9 @@ class MLflowTracking(dg.ConfigurableResource):
     ) -> None:
         """One finished child run of ``parent`` per ``(name, params, metrics)``.
 
-        Three store calls per child (create, one batch, terminate) on one client: the fluent
-        ``start_run`` per child looked the experiment and the parent up again each time, which
-        made 48 segmentation candidates cost 2.5 s instead of about 1 s.
+        Three store calls per child (create, one batch, terminate) on one client, where a fluent
+        ``start_run`` per child also looked the experiment and the parent up again: 48 children
+        took 1.2 s this way and 1.9 s through fluent runs, measured alone on SQLite.
         """
         from mlflow import MlflowClient
         from mlflow.entities import Metric, Param

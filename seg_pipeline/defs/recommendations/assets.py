@@ -357,8 +357,6 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
     phases.lap("champion fit")
     lists = _lists(champion, full, full, config, blocked)
     phases.lap("lists and reasons")
-    # Item similarities need only the matrix: they are computed and written on a second
-    # thread while MLflow logs and the lists are written, phases that leave a core partly idle.
     with in_background(_item_similarities, duckdb, full, config, context.run_id) as similar:
         scoring = getattr(champion, "scoring_", None) or {"scoring": "exact"}
         champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
@@ -545,8 +543,6 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
     lists = _lists(champion, subset, full, config, blocked)
     lists.users = rows[lists.users]
     phases.lap("lists and reasons")
-    # Item similarities need only the matrix: they are computed and written on a second
-    # thread while MLflow logs and the lists are written, phases that leave a core partly idle.
     with in_background(_item_similarities, duckdb, full, config, context.run_id) as similar:
         counts = {
             "customers_rescored": int(len(rows)),
@@ -632,6 +628,8 @@ def _lists(champion, data, full, config: RecommendationConfig, blocked: np.ndarr
 
 
 def _item_similarities(duckdb: DuckDBResource, full, config: RecommendationConfig, run_id: str):
+    """Both nights run this on a second thread (``in_background``) while MLflow logs and the lists
+    are written, phases that leave a core partly idle: it needs only the matrix."""
     with duckdb.get_connection() as con:
         return write_item_similarities(con, full, config.similarity, run_id)
 

@@ -384,9 +384,7 @@ def behavioural_segments(
         # The tables need only the run id, so DuckDB writes them on a second thread while this
         # one draws the charts and logs to MLflow; both are mostly single-threaded (at 10M
         # events one core sat idle through 2 s of charts, 5-6 s of logging, 2-3 s of writing).
-        with in_background(
-            _write_tables, duckdb, segments, table_out, stored, as_of, run_row
-        ) as written:
+        with in_background(_write_tables, duckdb, segments, table_out, stored, run_row) as written:
             charts = {
                 "Segment sizes": plots.sizes_chart(profiles),
                 "RFM grid": plots.rfm_heatmap(rfm),
@@ -551,8 +549,9 @@ def behavioural_segments(
     )
 
 
-def _write_tables(duckdb: DuckDBResource, segments, table_out, stored, as_of, run_row: dict):
-    """Replace the segment tables in one transaction, then snapshot the history.
+def _write_tables(duckdb: DuckDBResource, segments, table_out, stored, run_row: dict):
+    """Replace the segment tables, snapshot them into the history and record the run, in one
+    transaction. ``run_row`` is the ``segmentation_runs`` row (``a`` its as_of, ``r`` its run id).
 
     Returns the behavioural migration rows and the history's row and date counts.
     """
@@ -583,7 +582,7 @@ def _write_tables(duckdb: DuckDBResource, segments, table_out, stored, as_of, ru
             "select * replace (centroid::double[] as centroid, "
             "rfm_centroid::double[] as rfm_centroid) from centroids_df"
         )
-        _write_history(con, as_of, run_row["r"])
+        _write_history(con, run_row["a"], run_row["r"])
         con.execute(
             """
             create table if not exists segmentation_runs (as_of date, run_id varchar,
@@ -592,7 +591,7 @@ def _write_tables(duckdb: DuckDBResource, segments, table_out, stored, as_of, ru
                 rfm_cell_eta2 double)
             """
         )
-        con.execute("delete from segmentation_runs where as_of = $a", {"a": as_of})
+        con.execute("delete from segmentation_runs where as_of = $a", {"a": run_row["a"]})
         con.execute(
             "insert into segmentation_runs values ($a, $r, $m, $p, $n, $s, $e, $o, $re, $ce)",
             run_row,
