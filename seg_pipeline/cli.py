@@ -9,10 +9,12 @@ import logging
 import os
 import sys
 import time
+import uuid
 import warnings
 from pathlib import Path
 
-from seg_pipeline.lib.paths import DEFAULT_DATABASE
+from seg_pipeline.defs.dbt.invocation import start_parse
+from seg_pipeline.lib.paths import DEFAULT_DATABASE, work_database_for
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,12 +158,18 @@ def run_pipeline(
         print(
             "seg-pipeline: loading definitions (dbt manifest, models)…", file=sys.stderr, flush=True
         )
-    with _imports_without_gc():
-        import dagster as dg
+    # The run id is chosen here so that dbt can parse the project for it while the pipeline is
+    # imported on the other core (see start_parse).
+    run_id = str(uuid.uuid4())
+    parse = start_parse(work_database_for(Path(database).resolve()), run_id)
+    try:
+        with _imports_without_gc():
+            import dagster as dg
 
-        from seg_pipeline.definitions import build_definitions
-        from seg_pipeline.defs.resources import PipelineSettings
-
+            from seg_pipeline.definitions import build_definitions
+            from seg_pipeline.defs.resources import PipelineSettings
+    finally:
+        parse.wait()
     settings = PipelineSettings(
         events_path=events,
         events_format=fmt,
@@ -208,7 +216,10 @@ def run_pipeline(
     ):
         warnings.simplefilter("ignore")
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, run_config={"loggers": {"progress": {}}}
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"progress": {}}},
+            run_id=run_id,
         )
     took = time.perf_counter() - started
     if result.success:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from seg_pipeline.defs.dbt.assets import dbt_executable, dbt_models, dbt_project
+from seg_pipeline.defs.dbt.assets import dbt_models, dbt_project
+from seg_pipeline.defs.dbt.invocation import dbt_executable
 from seg_pipeline.defs.dbt.resources import LocalDbtCliResource
 from seg_pipeline.defs.ingest import assets as ingest_assets
 from seg_pipeline.defs.ingest import checks as ingest_checks

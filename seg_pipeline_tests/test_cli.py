@@ -58,3 +58,7 @@ def test_online_retail_sample_runs_end_to_end(tmp_path):
         r[0] for r in con.execute("select distinct reason from quarantined_events").fetchall()
     }
     assert "non_product" in reasons
+    # The CLI parsed the dbt project for this run while it imported the pipeline, and the dbt
+    # step read that parse instead of parsing again.
+    dbt_log = (tmp_path / "pub_work_dbt_target" / "dbt.log").read_text()
+    assert "Nothing changed, skipping partial parsing" in dbt_log

@@ -1,9 +1,6 @@
 """dbt models (staging → intermediate → marts) as Dagster assets; dbt tests become asset checks."""
 
-import json
-import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,14 +8,9 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from seg_pipeline.defs.dbt.invocation import dbt_executable, dbt_vars, target_path
 from seg_pipeline.defs.resources import PipelineSettings
 from seg_pipeline.lib.paths import DBT_PROJECT_DIR
-
-
-def dbt_executable() -> str:
-    """The dbt installed beside this Python, so an unactivated virtualenv still finds it."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
 def manifest_is_stale(project: DbtProject) -> bool:
@@ -73,10 +65,8 @@ class Translator(DagsterDbtTranslator):
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings):
     """Build and test every dbt model against the working database."""
-    dbt_vars = {"work_database": str(settings.work_path), "run_id": context.run_id}
-    # One target folder per working database, reused every night: dagster-dbt's default is a new
-    # folder per run inside the project, which grew by one folder (logs, manifest) each night.
-    target = settings.work_path.with_name(f"{settings.work_path.stem}_dbt_target")
     yield from dbt.cli(
-        ["build", "--vars", json.dumps(dbt_vars)], context=context, target_path=target
+        ["build", "--vars", dbt_vars(settings.work_path, context.run_id)],
+        context=context,
+        target_path=target_path(settings.work_path),
     ).stream()

@@ -1,10 +1,12 @@
-"""The dbt resource reads dbt's version in-process and still runs real dbt commands."""
+"""The dbt resource reads dbt's version in-process and still runs real dbt commands; a parse
+started ahead for a run is what that run's dbt command reads."""
 
 from importlib.metadata import version as installed
 
 from packaging import version
 
-from seg_pipeline.defs.dbt.assets import dbt_executable, dbt_project
+from seg_pipeline.defs.dbt.assets import dbt_project
+from seg_pipeline.defs.dbt.invocation import dbt_executable, dbt_vars, start_parse, target_path
 from seg_pipeline.defs.dbt.resources import LocalDbtCliResource
 
 
@@ -16,3 +18,27 @@ def test_version_comes_from_the_installed_dbt_core_and_commands_still_run(tmp_pa
     assert invocation.is_successful()
     nodes = invocation.get_artifact("manifest.json")["nodes"]
     assert "model.seg_pipeline.customer_rfm" in nodes
+
+
+def _partial_parse_messages(target) -> list[str]:
+    log = (target / "dbt.log").read_text()
+    return [line for line in log.splitlines() if "partial pars" in line]
+
+
+def test_a_parse_started_for_a_run_is_reused_by_that_runs_dbt_command(tmp_path):
+    work = tmp_path / "pub_work.duckdb"
+    target = target_path(work)
+    assert start_parse(work, "run-1").wait() == 0
+    assert (target / "partial_parse.msgpack").exists()
+    dbt = LocalDbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
+
+    def ls(run_id: str) -> list[str]:
+        before = len(_partial_parse_messages(target))
+        args = ["ls", "--resource-type", "model", "--vars", dbt_vars(work, run_id)]
+        assert dbt.cli(args, target_path=target).wait().is_successful()
+        return _partial_parse_messages(target)[before:]
+
+    # The same run's vars: dbt reads the saved parse instead of parsing the project again.
+    assert any("Nothing changed, skipping partial parsing" in m for m in ls("run-1"))
+    # Another run id changes the vars, and dbt parses everything again (what start_parse saves).
+    assert any("Unable to do partial parsing" in m for m in ls("run-2"))

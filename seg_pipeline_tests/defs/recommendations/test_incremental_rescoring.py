@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from seg_pipeline.definitions import build_definitions
-from seg_pipeline.defs.dbt.assets import dbt_executable, dbt_project
+from seg_pipeline.defs.dbt.assets import dbt_project
+from seg_pipeline.defs.dbt.invocation import dbt_executable
 from seg_pipeline.defs.dbt.resources import LocalDbtCliResource
 from seg_pipeline.defs.resources import PipelineSettings
 

@@ -1,0 +1,68 @@
+"""How the dbt step calls dbt: the executable, the vars and the target folder, in one place.
+
+This module imports nothing heavy, so the CLI can start ``dbt parse`` for tonight's run before
+it imports Dagster (see ``start_parse``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from seg_pipeline.lib.paths import DBT_PROJECT_DIR
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python, so an unactivated virtualenv still finds it."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+def dbt_vars(work_path: Path, run_id: str) -> str:
+    """The ``--vars`` of a run: its working database and run id (stamped on every mart row)."""
+    return json.dumps({"work_database": str(work_path), "run_id": run_id})
+
+
+def target_path(work_path: Path) -> Path:
+    """One dbt target folder per working database, reused every night.
+
+    dagster-dbt's default is a new folder per run inside the project, which grew by one folder
+    (logs, manifest) each night.
+    """
+    return work_path.with_name(f"{work_path.stem}_dbt_target")
+
+
+def start_parse(work_path: Path, run_id: str) -> subprocess.Popen:
+    """Start ``dbt parse`` with the exact vars that run ``run_id``'s ``dbt build`` will pass.
+
+    dbt parses the whole project again whenever the vars change, and the run id changes every
+    run; with a parse saved for the same vars, ``dbt build`` re-reads it instead (at 10M events
+    its start took about 1.6 s less). The CLI starts this while it imports the pipeline on one
+    core and waits for it before the job starts, so the two never write the target folder at
+    once. A failed parse only costs that saving: ``dbt build`` then parses as before.
+    """
+    target = target_path(work_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            dbt_executable(),
+            "parse",
+            "--quiet",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+            "--log-path",
+            str(target),
+            "--vars",
+            dbt_vars(work_path, run_id),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
