@@ -13,7 +13,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from seg_pipeline.defs.dbt.invocation import start_parse
+from seg_pipeline.defs.dbt.invocation import start_parse, wait_for_parse
 from seg_pipeline.lib.paths import DEFAULT_DATABASE, work_database_for
 
 
@@ -159,17 +159,14 @@ def run_pipeline(
             "seg-pipeline: loading definitions (dbt manifest, models)…", file=sys.stderr, flush=True
         )
     # The run id is chosen here so that dbt can parse the project for it while the pipeline is
-    # imported on the other core (see start_parse).
+    # imported on the other core; the dbt step waits for that parse (see start_parse).
     run_id = str(uuid.uuid4())
-    parse = start_parse(work_database_for(Path(database).resolve()), run_id)
-    try:
-        with _imports_without_gc():
-            import dagster as dg
+    start_parse(work_database_for(Path(database).resolve()), run_id)
+    with _imports_without_gc():
+        import dagster as dg
 
-            from seg_pipeline.definitions import build_definitions
-            from seg_pipeline.defs.resources import PipelineSettings
-    finally:
-        parse.wait()
+        from seg_pipeline.definitions import build_definitions
+        from seg_pipeline.defs.resources import PipelineSettings
     settings = PipelineSettings(
         events_path=events,
         events_format=fmt,
@@ -221,6 +218,7 @@ def run_pipeline(
             run_config={"loggers": {"progress": {}}},
             run_id=run_id,
         )
+    wait_for_parse(settings.work_path)  # a run that stopped before the dbt step
     took = time.perf_counter() - started
     if result.success:
         print(

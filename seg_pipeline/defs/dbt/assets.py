@@ -8,7 +8,12 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from seg_pipeline.defs.dbt.invocation import dbt_executable, dbt_vars, target_path
+from seg_pipeline.defs.dbt.invocation import (
+    dbt_executable,
+    dbt_vars,
+    target_path,
+    wait_for_parse,
+)
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.paths import DBT_PROJECT_DIR
 
@@ -70,6 +75,7 @@ def dbt_models(
     mlflow_tracking: MLflowTracking,
 ):
     """Build and test every dbt model against the working database."""
+    wait_for_parse(settings.work_path)
     invocation = dbt.cli(
         ["build", "--vars", dbt_vars(settings.work_path, context.run_id)],
         context=context,

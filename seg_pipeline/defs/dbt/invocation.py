@@ -35,18 +35,23 @@ def target_path(work_path: Path) -> Path:
     return work_path.with_name(f"{work_path.stem}_dbt_target")
 
 
-def start_parse(work_path: Path, run_id: str) -> subprocess.Popen:
+# Parses started by this process, by target folder, until the dbt step waits for them.
+_PARSES: dict[Path, subprocess.Popen] = {}
+
+
+def start_parse(work_path: Path, run_id: str) -> None:
     """Start ``dbt parse`` with the exact vars that run ``run_id``'s ``dbt build`` will pass.
 
     dbt parses the whole project again whenever the vars change, and the run id changes every
     run; with a parse saved for the same vars, ``dbt build`` re-reads it instead (at 10M events
-    its start took about 1.6 s less). The CLI starts this while it imports the pipeline on one
-    core and waits for it before the job starts, so the two never write the target folder at
-    once. A failed parse only costs that saving: ``dbt build`` then parses as before.
+    its start took about 1.6 s less). The CLI starts this before it imports the pipeline, on the
+    core the import leaves idle; the dbt step waits for it (``wait_for_parse``) so that the two
+    never write the target folder at once. A failed parse only costs that saving: ``dbt build``
+    then parses as before.
     """
     target = target_path(work_path)
     target.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
+    _PARSES[target] = subprocess.Popen(
         [
             dbt_executable(),
             "parse",
@@ -66,3 +71,10 @@ def start_parse(work_path: Path, run_id: str) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def wait_for_parse(work_path: Path) -> None:
+    """Wait for a parse this process started for ``work_path`` (``start_parse``), if any."""
+    parse = _PARSES.pop(target_path(work_path), None)
+    if parse is not None:
+        parse.wait()

@@ -6,7 +6,13 @@ from importlib.metadata import version as installed
 from packaging import version
 
 from seg_pipeline.defs.dbt.assets import dbt_project
-from seg_pipeline.defs.dbt.invocation import dbt_executable, dbt_vars, start_parse, target_path
+from seg_pipeline.defs.dbt.invocation import (
+    dbt_executable,
+    dbt_vars,
+    start_parse,
+    target_path,
+    wait_for_parse,
+)
 from seg_pipeline.defs.dbt.resources import LocalDbtCliResource
 
 
@@ -28,7 +34,8 @@ def _partial_parse_messages(target) -> list[str]:
 def test_a_parse_started_for_a_run_is_reused_by_that_runs_dbt_command(tmp_path):
     work = tmp_path / "pub_work.duckdb"
     target = target_path(work)
-    assert start_parse(work, "run-1").wait() == 0
+    start_parse(work, "run-1")
+    wait_for_parse(work)
     assert (target / "partial_parse.msgpack").exists()
     dbt = LocalDbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
 
