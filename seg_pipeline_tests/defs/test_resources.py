@@ -1,5 +1,6 @@
-"""The MLflow resource: its background warm-up, and runs logged after it."""
+"""The MLflow resource: its warm-up, and runs logged after it."""
 
+import os
 from types import SimpleNamespace
 
 import mlflow
@@ -11,6 +12,19 @@ from seg_pipeline.defs.resources import MLflowTracking
 CONTEXT = SimpleNamespace(
     run_id="dagster-run", op_execution_context=SimpleNamespace(op=SimpleNamespace(name="an_asset"))
 )
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_restored():
+    """start_run sets MLflow's tracking URI for the process and its environment, which the CLI
+    tests' subprocesses inherit: put both back."""
+    uri, env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(uri)
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def test_warm_up_opens_the_store_and_runs_are_logged_after_it(tmp_path):
