@@ -167,14 +167,29 @@ def choose_split(con, as_of, holdout_days: int):
     return split if share_before >= 0.5 else p80
 
 
-def write_item_similarities(con, matrix, config: SimilarityConfig, run_id: str) -> dict:
-    """Fit item-item KNN on ``matrix`` and replace ``item_similarities``; returns its metadata."""
+def item_similarity_pairs(matrix, config: SimilarityConfig) -> tuple[np.ndarray, ...]:
+    """Fit item-item KNN on ``matrix``; each item's ``config.n`` most similar items as
+    (item column, similar item column, score) arrays.
+
+    Both nights compute this on a second thread (``in_background``) while MLflow logs and the
+    lists are written, phases that leave a core partly idle: it needs only the matrix. It does
+    not touch DuckDB: registering Arrow tables on two threads at once once failed in CI with
+    "Table Function with name python_arrow_scan does not exist", so the writing stays on the
+    step's own thread (``write_item_similarities``).
+    """
     knn = ItemKNNRecommender(weighting=config.weighting, k=config.knn_neighbours).fit(matrix)
-    rows, cols, vals = top_similar_items(knn.similarity, config.n)
+    return top_similar_items(knn.similarity, config.n)
+
+
+def write_item_similarities(
+    con, item_ids: np.ndarray, pairs: tuple, config: SimilarityConfig, run_id: str
+) -> dict:
+    """Replace ``item_similarities`` with ``pairs`` (``item_similarity_pairs``); its metadata."""
+    rows, cols, vals = pairs
     con.register("sim_pairs", pa.table({"i": rows, "j": cols, "score": vals}))
     con.register(
         "sim_item_ids",
-        pa.table({"idx": np.arange(len(matrix.item_ids)), "item_id": matrix.item_ids.astype(str)}),
+        pa.table({"idx": np.arange(len(item_ids)), "item_id": item_ids.astype(str)}),
     )
     con.execute(
         """
@@ -357,7 +372,7 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
     phases.lap("champion fit")
     lists = _lists(champion, full, full, config, blocked)
     phases.lap("lists and reasons")
-    with in_background(_item_similarities, duckdb, full, config, context.run_id) as similar:
+    with in_background(item_similarity_pairs, full, config.similarity) as similar:
         scoring = getattr(champion, "scoring_", None) or {"scoring": "exact"}
         champ_row = table.loc[table["is_champion"]].iloc[0].to_dict()
         base_row = table.loc[table["is_baseline"]].iloc[0].to_dict()
@@ -475,7 +490,10 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
                 also=state_and_metrics,
             )
         phases.lap("tables written")
-    similarity_meta = similar.result()
+    with duckdb.get_connection() as con:
+        similarity_meta = write_item_similarities(
+            con, full.item_ids, similar.result(), config.similarity, context.run_id
+        )
     phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
     ranking = table.sort_values("ndcg", ascending=False)[
@@ -543,7 +561,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
     lists = _lists(champion, subset, full, config, blocked)
     lists.users = rows[lists.users]
     phases.lap("lists and reasons")
-    with in_background(_item_similarities, duckdb, full, config, context.run_id) as similar:
+    with in_background(item_similarity_pairs, full, config.similarity) as similar:
         counts = {
             "customers_rescored": int(len(rows)),
             "customers_kept": int(full.shape[0] - len(rows)),
@@ -574,7 +592,10 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
             )
             n_metrics = con.execute("select count(*) from recommendation_metrics").fetchall()[0][0]
         phases.lap("tables written")
-    similarity_meta = similar.result()
+    with duckdb.get_connection() as con:
+        similarity_meta = write_item_similarities(
+            con, full.item_ids, similar.result(), config.similarity, context.run_id
+        )
     phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: re-scored with the kept model {counts}")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
@@ -625,13 +646,6 @@ def _lists(champion, data, full, config: RecommendationConfig, blocked: np.ndarr
         fallback=SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full),
         item_support=getattr(champion, "item_support_", None),
     )
-
-
-def _item_similarities(duckdb: DuckDBResource, full, config: RecommendationConfig, run_id: str):
-    """Both nights run this on a second thread (``in_background``) while MLflow logs and the lists
-    are written, phases that leave a core partly idle: it needs only the matrix."""
-    with duckdb.get_connection() as con:
-        return write_item_similarities(con, full, config.similarity, run_id)
 
 
 def _metric_dict(row: dict, k: int) -> dict[str, float]:
