@@ -813,16 +813,34 @@ def _drop_erased(con: duckdb.DuckDBPyConnection, key: str | None) -> int:
 
 
 def _derive_event_items(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
-    """Keep the item descriptions that came inside the events (Online Retail) for the catalogue."""
+    """Keep the item descriptions that came inside the events (Online Retail) for the catalogue.
+
+    An item's title is its most frequent description, and among equally frequent ones the first
+    in alphabetical order. ``mode()`` picked among ties by the order its parallel partial results
+    met, so the same file could give an item another title (and the content model other
+    neighbours) from one run to the next.
+    """
     if fmt == "online_retail":
         con.execute(
             """
             create or replace table _event_item_text as
-            select item_id, mode(description) as title,
-                   median(price) filter (where price > 0) as price
-            from _classified
-            where reason is null
-            group by item_id
+            with used as (
+                select item_id, description, price from _classified where reason is null
+            ),
+            descriptions as (
+                select item_id, description, count(*) as n
+                from used where description is not null
+                group by all
+            ),
+            titles as (
+                select item_id, first(description order by n desc, description) as title
+                from descriptions
+                group by item_id
+            )
+            select u.item_id, any_value(t.title) as title,
+                   median(u.price) filter (where u.price > 0) as price
+            from used u left join titles t using (item_id)
+            group by u.item_id
             """
         )
     else:

@@ -136,6 +136,24 @@ def test_online_retail_layout_is_mapped(con, write_csv):
     ]
 
 
+def test_online_retail_title_is_the_most_frequent_description_ties_alphabetical(con, write_csv):
+    head = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    line = "5364{i:02d},{item},{text},1,2010-12-01 08:{i:02d}:00,2.5,17850.0,United Kingdom\n"
+    # 85001: two descriptions twice each (a tie); 85002: one three times, another once.
+    texts = [("85001", "ZEBRA MUG"), ("85001", "ALPHA MUG")] * 2
+    texts += [("85002", "RARE"), ("85002", "COMMON"), ("85002", "COMMON"), ("85002", "COMMON")]
+    texts += [("85003", None)]
+    body = "".join(
+        line.format(i=i, item=item, text=text or "") for i, (item, text) in enumerate(texts)
+    )
+    ingest_events(con, write_csv(head + body), fmt="online_retail", run_id="r")
+    ingest_items(con, None, run_id="r")
+    titles = dict(con.execute("select item_id, title from raw_items order by 1").fetchall())
+    assert titles["85001"] == "ALPHA MUG"
+    assert titles["85002"] == "COMMON"
+    assert titles["85003"] in (None, "85003")  # no description: no title from the events
+
+
 def test_gzip_parquet_and_glob_inputs_agree(con, tmp_path, small_shop_files):
     csv_path = small_shop_files["events"]
     plain = ingest_events(con, csv_path, run_id="r")
