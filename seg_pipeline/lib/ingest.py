@@ -836,11 +836,14 @@ def _derive_event_items(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
                 select item_id, first(description order by n desc, description) as title
                 from descriptions
                 group by item_id
+            ),
+            prices as (
+                select item_id, median(price) filter (where price > 0) as price
+                from used
+                group by item_id
             )
-            select u.item_id, any_value(t.title) as title,
-                   median(u.price) filter (where u.price > 0) as price
-            from used u left join titles t using (item_id)
-            group by u.item_id
+            select item_id, titles.title, prices.price
+            from prices left join titles using (item_id)
             """
         )
     else:

@@ -9,8 +9,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from seg_pipeline.defs.dbt.invocation import (
-    dbt_executable,
     dbt_vars,
+    parse_command,
     target_path,
     wait_for_parse,
 )
@@ -36,21 +36,7 @@ dbt_project.prepare_if_dev()
 if manifest_is_stale(dbt_project):
     # The CLI, the tests and CI start from a clean clone where `dagster dev` never built the
     # manifest, and @dbt_assets needs it at import time: parse once here (a few seconds).
-    subprocess.run(
-        [
-            dbt_executable(),
-            "parse",
-            "--quiet",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(dbt_project.target_path),
-        ],
-        check=True,
-        cwd=DBT_PROJECT_DIR,
-    )
+    subprocess.run(parse_command(dbt_project.target_path), check=True, cwd=DBT_PROJECT_DIR)
 
 
 class Translator(DagsterDbtTranslator):

@@ -35,6 +35,22 @@ def target_path(work_path: Path) -> Path:
     return work_path.with_name(f"{work_path.stem}_dbt_target")
 
 
+def parse_command(target: Path, *extra: str) -> list[str]:
+    """``dbt parse`` of this project into ``target``, plus ``extra`` arguments."""
+    return [
+        dbt_executable(),
+        "parse",
+        "--quiet",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target),
+        *extra,
+    ]
+
+
 # Parses started by this process, by target folder, until the dbt step waits for them.
 _PARSES: dict[Path, subprocess.Popen] = {}
 
@@ -52,21 +68,7 @@ def start_parse(work_path: Path, run_id: str) -> None:
     target = target_path(work_path)
     target.mkdir(parents=True, exist_ok=True)
     _PARSES[target] = subprocess.Popen(
-        [
-            dbt_executable(),
-            "parse",
-            "--quiet",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target),
-            "--log-path",
-            str(target),
-            "--vars",
-            dbt_vars(work_path, run_id),
-        ],
+        parse_command(target, "--log-path", str(target), "--vars", dbt_vars(work_path, run_id)),
         cwd=DBT_PROJECT_DIR,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -490,10 +490,7 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
                 also=state_and_metrics,
             )
         phases.lap("tables written")
-    with duckdb.get_connection() as con:
-        similarity_meta = write_item_similarities(
-            con, full.item_ids, similar.result(), config.similarity, context.run_id
-        )
+    similarity_meta = _item_similarities(duckdb, full, similar.result(), config, context.run_id)
     phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
     ranking = table.sort_values("ndcg", ascending=False)[
@@ -592,10 +589,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
             )
             n_metrics = con.execute("select count(*) from recommendation_metrics").fetchall()[0][0]
         phases.lap("tables written")
-    with duckdb.get_connection() as con:
-        similarity_meta = write_item_similarities(
-            con, full.item_ids, similar.result(), config.similarity, context.run_id
-        )
+    similarity_meta = _item_similarities(duckdb, full, similar.result(), config, context.run_id)
     phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: re-scored with the kept model {counts}")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
@@ -646,6 +640,11 @@ def _lists(champion, data, full, config: RecommendationConfig, blocked: np.ndarr
         fallback=SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full),
         item_support=getattr(champion, "item_support_", None),
     )
+
+
+def _item_similarities(duckdb: DuckDBResource, full, pairs, config: RecommendationConfig, run_id):
+    with duckdb.get_connection() as con:
+        return write_item_similarities(con, full.item_ids, pairs, config.similarity, run_id)
 
 
 def _metric_dict(row: dict, k: int) -> dict[str, float]:
