@@ -13,35 +13,61 @@ from seg_pipeline.lib.drift import relative_drop
 )
 def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
+        longest = con.execute("select max(rank) from customer_recommendations").fetchall()[0][0]
+        # Distinct ranks: a bit per rank OR-ed together and counted, when ranks fit in 64 bits
+        # (0.16 s instead of 1.4-1.6 s for count(distinct rank) over 8.7M rows at 10M events).
+        distinct_ranks = (
+            "bit_count(bit_or(case when rank between 1 and 64 then 1::ubigint << (rank - 1) end))"
+            if longest is not None and longest <= 64
+            else "count(distinct rank)"
+        )
         short, missing, n = con.execute(
-            """
+            f"""
             with n as (select max(rank) as n from customer_recommendations),
             n_available as (select count(*) as n from item_catalog where available),
-            -- Distinct pairs first, then a plain count: half the time of count(distinct) per
-            -- customer over the daily table at 10M events.
-            bought as (
+            -- A customer can get a full list unless they bought nearly every available item.
+            -- Their purchase rows bound that from above; only customers above the bound get the
+            -- exact count of distinct items bought (at 10M events: none, and 1.9-2.1 s instead
+            -- of 2.4-3.6 s for counting distinct pairs for everyone).
+            purchase_rows as (
+                select customer_id, count(*) as n_rows
+                from int_customer_item_daily where n_orders > 0
+                group by customer_id
+            ),
+            heavy as (
+                select customer_id from purchase_rows, n, n_available
+                where purchase_rows.n_rows > n_available.n - n.n
+            ),
+            heavy_bought as (
                 select d.customer_id, count(*) as n_bought
                 from (
                     select distinct customer_id, item_id from int_customer_item_daily
-                    where n_orders > 0
+                    where n_orders > 0 and customer_id in (select customer_id from heavy)
                 ) d
                 join item_catalog i using (item_id)
                 where i.available
                 group by d.customer_id
             ),
             lists as (
-                select customer_id, count(*) as n_rows, count(distinct rank) as n_ranks,
+                select customer_id, count(*) as n_rows, {distinct_ranks} as n_ranks,
                        max(rank) as max_rank
                 from customer_recommendations
                 group by customer_id
             ),
             counts as (
-                select r.customer_id, n_available.n - coalesce(b.n_bought, 0) as n_open,
+                -- n_open is exact for heavy customers and a lower bound of at least n for the
+                -- others, so least(n, n_open) is exact for everyone.
+                select r.customer_id,
+                       n_available.n - case when h.customer_id is not null
+                                            then coalesce(b.n_bought, 0)
+                                            else coalesce(p.n_rows, 0) end as n_open,
                        coalesce(l.n_rows, 0) as n_rows, coalesce(l.n_ranks, 0) as n_ranks,
                        l.max_rank
                 from customer_rfm r
                 cross join n_available
-                left join bought b using (customer_id)
+                left join purchase_rows p using (customer_id)
+                left join heavy h using (customer_id)
+                left join heavy_bought b using (customer_id)
                 left join lists l using (customer_id)
                 where r.customer_id not in (select customer_id from recommendation_opt_outs)
             )

@@ -39,6 +39,7 @@ from seg_pipeline.lib.segmentation.selection import (
     candidate_params,
     centroids_of,
     choose,
+    contenders,
     fit_candidate,
     nearest_centroid,
 )
@@ -233,19 +234,23 @@ def behavioural_segments(
         y_sampled = y_hold[hold_sel] if y_hold is not None else None
 
         def fit_one(space_name: str, method: str, param) -> tuple[dict, object] | str:
-            x, x_hold = sampled[space_name]
             try:
-                cand = fit_candidate(x, method, param, **opts)
+                cand = fit_candidate(sampled[space_name][0], method, param, **opts)
             except ValueError as exc:
                 return f"{method} {param}: {exc}"
-            row = {"features": space_name, "method": method, "param": cand.param, **cand.metrics}
-            if x_hold is not None and cand.n_segments >= 2:
-                hold_param = cand.n_segments if method != "hdbscan" else param
-                hold = fit_candidate(x_hold, method, hold_param, score=False, **opts)
-                row["forecast_eta2"], row["forecast_omega2"] = forecast_power(
-                    hold.labels, y_sampled
-                )
-            return row, cand
+            return {
+                "features": space_name,
+                "method": method,
+                "param": cand.param,
+                **cand.metrics,
+            }, cand
+
+        def forecast_one(space_name: str, method: str, param, n_segments: int) -> tuple:
+            # The same method and size fitted on the holdout snapshot: do its segments
+            # separate the spend that followed?
+            hold_param = n_segments if method != "hdbscan" else param
+            hold = fit_candidate(sampled[space_name][1], method, hold_param, score=False, **opts)
+            return forecast_power(hold.labels, y_sampled)
 
         jobs = [
             (space_name, method, param)
@@ -256,12 +261,30 @@ def behavioural_segments(
         # Candidates are independent: one per core, each single-threaded inside (the samples
         # are small, so sklearn's own threads mostly wait). Results keep the job order.
         results = each_in_threads(lambda job: fit_one(*job), jobs)
-        for result in results:
+        for job, result in zip(jobs, results, strict=True):
             if isinstance(result, str):
                 context.log.warning(result)
             else:
-                rows.append(result[0])
+                rows.append({**result[0], "_job": job})
                 candidates.append(result[1])
+        selection_rule = {
+            "max_segments": config.max_segments,
+            "min_share": config.min_share,
+            "silhouette_tolerance": config.silhouette_tolerance,
+        }
+        # Forecast power decides only among the contenders (selection.contenders), so only
+        # they get the holdout fit: 26 of 48 candidates at 10M events.
+        forecast_jobs = []
+        if y_sampled is not None and rows:
+            for i in contenders(pd.DataFrame(rows), **selection_rule).index:
+                space_name, method, param = rows[i]["_job"]
+                if sampled[space_name][1] is not None and candidates[i].n_segments >= 2:
+                    forecast_jobs.append((i, (space_name, method, param, candidates[i].n_segments)))
+        forecasts = each_in_threads(lambda job: forecast_one(*job[1]), forecast_jobs)
+        for (i, _), (eta2, omega2) in zip(forecast_jobs, forecasts, strict=True):
+            rows[i]["forecast_eta2"], rows[i]["forecast_omega2"] = eta2, omega2
+        for row in rows:
+            del row["_job"]
         table = pd.DataFrame(rows)
         incumbent = None
         if has_previous and "feature_space" in previous:
@@ -273,9 +296,7 @@ def behavioural_segments(
             }
         chosen_idx = choose(
             table,
-            max_segments=config.max_segments,
-            min_share=config.min_share,
-            silhouette_tolerance=config.silhouette_tolerance,
+            **selection_rule,
             incumbent=incumbent,
             margin=config.change_margin,
         )

@@ -189,7 +189,9 @@ def write_lists(
     ensure_privacy_tables(con)
     reused = (
         "select * replace ($run_id as run_id) from customer_recommendations "
-        "where customer_id in (select customer_id from reused_ids) union all by name "
+        "where customer_id in (select customer_id from reused_ids) "
+        "and customer_id not in (select customer_id from recommendation_opt_outs) "
+        "union all by name "
         if reuse is not None and len(reuse)
         else ""
     )
@@ -205,37 +207,45 @@ def write_lists(
         """,
         {"key": key},
     )
+    # Text is looked up per customer and per item first, so the 8.7M rows at 10M events join on
+    # integers only (4.4-5.1 s -> 4.1-4.2 s for this statement, with identical rows).
     con.execute(
         f"""
         create or replace table customer_recommendations_next as
-        select * from (
-            {reused}
-            select
-                users.customer_id,
-                r.rank::integer as rank,
-                items.item_id,
-                r.score,
-                case when r.source = 0 then $model else 'segment_popularity' end as model,
-                case
-                    when r.reason = 0 and r.bought then 'Because you bought ' || bc.title
-                    when r.reason = 0 then 'Because you looked at ' || bc.title
-                    when r.reason = 1 and r.bought
-                        then 'Similar to ' || bc.title || ', which you bought'
-                    when r.reason = 1 then 'Similar to ' || bc.title || ', which you looked at'
-                    when r.reason = 3 then 'Popular in your segment: ' || seg.segment_name
-                    else 'Popular in the shop right now'
-                end as reason,
-                b.item_id as because_item_id,
-                $model_run_id as model_run_id,
-                $run_id as run_id
-            from recs_long r
-            join user_ids users on users.u = r.u
-            join item_ids items on items.i = r.i
-            left join item_ids b on b.i = r.b and r.b >= 0
-            left join item_catalog bc on bc.item_id = b.item_id
-            left join customer_segments seg on seg.customer_id = users.customer_id
+        with users as (
+            select users.u, users.customer_id, seg.segment_name
+            from user_ids users
+            left join customer_segments seg using (customer_id)
+            where users.customer_id not in (select customer_id from recommendation_opt_outs)
+        ),
+        because as (
+            select b.i, b.item_id, bc.title
+            from item_ids b
+            left join item_catalog bc using (item_id)
         )
-        where customer_id not in (select customer_id from recommendation_opt_outs)
+        {reused}
+        select
+            users.customer_id,
+            r.rank::integer as rank,
+            items.item_id,
+            r.score,
+            case when r.source = 0 then $model else 'segment_popularity' end as model,
+            case
+                when r.reason = 0 and r.bought then 'Because you bought ' || b.title
+                when r.reason = 0 then 'Because you looked at ' || b.title
+                when r.reason = 1 and r.bought
+                    then 'Similar to ' || b.title || ', which you bought'
+                when r.reason = 1 then 'Similar to ' || b.title || ', which you looked at'
+                when r.reason = 3 then 'Popular in your segment: ' || users.segment_name
+                else 'Popular in the shop right now'
+            end as reason,
+            b.item_id as because_item_id,
+            $model_run_id as model_run_id,
+            $run_id as run_id
+        from recs_long r
+        join users on users.u = r.u
+        join item_ids items on items.i = r.i
+        left join because b on b.i = r.b
         """,
         {"model": model, "model_run_id": model_run_id, "run_id": run_id},
     )

@@ -109,3 +109,42 @@ def test_popularity_champion_warns(duckdb_resource):
     result = champion_beats_popularity(duckdb=duckdb_resource)
     assert not result.passed
     assert result.metadata["popularity_ndcg"].value == pytest.approx(0.25)
+
+
+def test_repeated_rank_fails(duckdb_resource):
+    with duckdb_resource.get_connection() as con:
+        con.execute("update customer_recommendations set rank = 1 where customer_id = 'a'")
+        con.execute(
+            "insert into customer_recommendations values ('a', 2, 'x', 'Because you bought x')"
+        )
+    # Three rows ranked 1, 1, 2: the rank count differs from the row count.
+    assert not full_list_per_customer(duckdb=duckdb_resource).passed
+
+
+@pytest.mark.parametrize(
+    ("bought", "listed", "passes"),
+    [
+        # Bought two of the three available items: one is left, and a list of one is full.
+        ([("x", "2025-01-01"), ("y", "2025-01-01")], ["z"], True),
+        ([("x", "2025-01-01"), ("y", "2025-01-01")], [], False),
+        # The same item on two days is one item bought: two are left, so one is a short list.
+        ([("x", "2025-01-01"), ("x", "2025-01-02")], ["z"], False),
+        ([("x", "2025-01-01"), ("x", "2025-01-02")], ["y", "z"], True),
+    ],
+)
+def test_customer_who_bought_nearly_everything_gets_what_is_left(
+    duckdb_resource, bought, listed, passes
+):
+    with duckdb_resource.get_connection() as con:
+        con.execute("insert into customer_rfm values ('c')")
+        con.execute("alter table int_customer_item_daily add column event_date date")
+        for item, day in bought:
+            con.execute(
+                "insert into int_customer_item_daily values ('c', ?, 1, ?::date)", [item, day]
+            )
+        for rank, item in enumerate(listed, start=1):
+            con.execute(
+                "insert into customer_recommendations values ('c', ?, ?, 'Because you bought x')",
+                [rank, item],
+            )
+    assert full_list_per_customer(duckdb=duckdb_resource).passed is passes

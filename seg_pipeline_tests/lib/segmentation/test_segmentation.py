@@ -117,6 +117,27 @@ def test_choose_prefers_forecasting_power_among_good_silhouettes():
     assert choose(table, max_segments=10, silhouette_tolerance=0.1) == 1
 
 
+def test_contenders_are_the_candidates_within_tolerance_per_feature_space():
+    from seg_pipeline.lib.segmentation.selection import choose, contenders
+
+    table = pd.DataFrame(
+        {
+            "features": ["rfm", "rfm", "rfm", "rfm", "behaviour", "behaviour"],
+            "n_segments": [3, 4, 5, 6, 3, 4],
+            "silhouette": [0.50, 0.45, 0.30, 0.48, 0.20, 0.15],
+            "min_share": [0.1, 0.1, 0.1, 0.01, 0.1, 0.1],
+        }
+    )
+    # rfm: k=5 is too far from the best, k=6 has a too small segment; behaviour has its own best.
+    assert list(contenders(table, silhouette_tolerance=0.1).index) == [0, 1, 4, 5]
+    # Forecasts measured for the contenders only (NaN elsewhere) choose as if all were known:
+    # the far candidates could never have won.
+    full = table.assign(forecast_omega2=[0.20, 0.25, 0.90, 0.95, 0.10, 0.30])
+    partial = full.copy()
+    partial.loc[[2, 3], "forecast_omega2"] = float("nan")
+    assert choose(full, silhouette_tolerance=0.1) == choose(partial, silhouette_tolerance=0.1) == 5
+
+
 def test_choose_keeps_yesterdays_model_unless_clearly_beaten():
     from seg_pipeline.lib.segmentation.selection import choose
 
