@@ -158,3 +158,35 @@ def test_als_warm_refit_starts_from_the_previous_item_factors():
     model.fit(wider)
     assert model.model_.item_factors.shape == (15, 4)
     assert np.abs(model.model_.item_factors).max() > 0.01  # learned, not the 0.01-scale init
+
+
+def test_top_per_row_breaks_ties_by_column_whether_or_not_columns_are_sorted():
+    from seg_pipeline.lib.recommendations.reasons import top_per_row
+
+    dense = np.array([[0, 2, 2, 1, 2], [3, 0, 3, 0, 0]], dtype=np.float32)
+    ordered = sp.csr_matrix(dense)
+    # The same entries with each row's columns stored backwards.
+    columns = np.array([4, 3, 2, 1, 2, 0])
+    shuffled = sp.csr_matrix(
+        (dense[[0, 0, 0, 0, 1, 1], columns], columns, ordered.indptr), shape=dense.shape
+    )
+    assert ordered.has_sorted_indices and not shuffled.has_sorted_indices
+    for matrix in (ordered, shuffled):
+        rows, cols, values, rank = top_per_row(matrix, 3)
+        assert rows.tolist() == [0, 0, 0, 1, 1]
+        assert cols.tolist() == [1, 2, 4, 0, 2]  # ties: the lower column first
+        assert values.tolist() == [2, 2, 2, 3, 3]
+        assert rank.tolist() == [0, 1, 2, 0, 1]
+
+
+def test_reasons_do_not_depend_on_which_customers_share_a_batch():
+    rng = np.random.default_rng(5)
+    history = sp.random(300, 40, density=0.15, format="csr", random_state=6, dtype=np.float32)
+    history.data = np.ceil(history.data * 3)  # tied weights
+    vectors = rng.standard_normal((40, 4))
+    vectors[7] = 0  # an item with no signal ties with itself everywhere
+    recs = rng.integers(-1, 40, size=(300, 5))
+    together, _ = explain_by_vectors(recs, history, vectors, batch_size=37)
+    for user in (0, 150, 299):
+        alone, _ = explain_by_vectors(recs[[user]], history[[user]], vectors)
+        assert together[user].tolist() == alone[0].tolist()
