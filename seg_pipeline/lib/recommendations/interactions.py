@@ -147,22 +147,14 @@ def load_interactions(
         cur.execute(f"drop table if exists {table}")
     cur.unregister("_customer_filter")
     shape = (len(user_ids), len(item_ids))
-    rows, columns = np.asarray(cols["u"]), np.asarray(cols["i"])
-    weight = sp.csr_matrix(
-        (np.asarray(cols["weight"], dtype=np.float32), (rows, columns)), shape=shape
+    weight, purchased, days = _same_pattern_csr(
+        shape,
+        np.asarray(cols["u"]),
+        np.asarray(cols["i"]),
+        np.asarray(cols["weight"], dtype=np.float32),
+        np.asarray(cols["purchased"], dtype=bool),
+        np.asarray(cols["days_ago"], dtype=np.float32) + 1,
     )
-    bought = np.asarray(cols["purchased"], dtype=bool)
-    purchased = sp.csr_matrix(
-        (np.ones(bought.sum(), dtype=np.float32), (rows[bought], columns[bought])), shape=shape
-    )
-    days = sp.csr_matrix(
-        (np.asarray(cols["days_ago"], dtype=np.float32) + 1, (rows, columns)), shape=shape
-    )
-    keep = weight.copy()
-    keep.data = np.ones_like(keep.data)
-    days = days.multiply(keep).tocsr()
-    days.eliminate_zeros()
-    weight.eliminate_zeros()
     return InteractionMatrix(
         user_ids=np.asarray(user_ids, dtype=object),
         item_ids=np.asarray(item_ids, dtype=object),
@@ -174,6 +166,29 @@ def load_interactions(
         user_segments=segments,
         segment_names=segment_names,
     )
+
+
+def _same_pattern_csr(shape, rows, columns, weight, purchased, days):
+    """The weights, purchased and days-ago matrices of unique (row, column) pairs.
+
+    The pairs are put in CSR order once and the three matrices share that order: building each
+    from (row, column) pairs sorted the same 8.7M pairs three times (1.7 s at 10M events).
+    ``weight`` keeps no explicit zeros; ``days`` keeps every pair (a purchase cancelled by its
+    return still counts as a recent interaction); ``purchased`` holds ones where bought.
+    """
+    order = sp.csr_matrix(
+        (np.arange(1, len(rows) + 1, dtype=np.int64), (rows, columns)), shape=shape
+    )
+    perm = order.data - 1
+
+    def build(values: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((values[perm], order.indices.copy(), order.indptr.copy()), shape=shape)
+
+    weights = build(weight)
+    weights.eliminate_zeros()
+    bought = build(purchased.astype(np.float32))
+    bought.eliminate_zeros()
+    return weights, bought, build(days)
 
 
 def _user_segments(cur, n_users: int) -> tuple[np.ndarray, list[str]]:
