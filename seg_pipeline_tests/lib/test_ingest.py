@@ -302,3 +302,23 @@ def test_a_changed_old_file_makes_the_ingest_read_everything_again(tmp_path, sma
     fresh = duckdb.connect(str(tmp_path / "fresh.duckdb"))
     ingest_events(fresh, glob, run_id="c", incremental=False)
     assert _tables(con) == _tables(fresh)
+
+
+def test_events_stored_without_content_hashes_are_read_again(tmp_path, small_shop_files):
+    # A working file from before raw_events carried each row's hash cannot tell a new row from
+    # a copy of a stored one: the next ingest reads every file and rebuilds the tables.
+    paths = _daily_files(small_shop_files, tmp_path / "days")
+    (tmp_path / "later").mkdir()
+    late = paths[-1].rename(tmp_path / "later" / paths[-1].name)
+    glob = str(tmp_path / "days" / "*.parquet")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ingest_events(con, glob, run_id="a")
+    con.execute("alter table raw_events drop column content_hash")
+    late.rename(tmp_path / "days" / late.name)
+    ingest_events(con, glob, run_id="b")
+    read = con.execute("select files_read_this_run from ingest_manifest").fetchall()[0][0]
+    assert len(read) == len(paths)
+    assert "content_hash" in [r[0] for r in con.execute("describe raw_events").fetchall()]
+    fresh = duckdb.connect(str(tmp_path / "fresh.duckdb"))
+    ingest_events(fresh, glob, run_id="c", incremental=False)
+    assert _tables(con) == _tables(fresh)

@@ -48,16 +48,18 @@ def test_erasure_removes_every_row_and_later_ingests_drop_the_customer(con, writ
         "C1,i1,2025-01-01\nC2,i1,2025-01-02\nC1,i2,2025-01-03\n"
         "C1,i3\n"  # malformed line that still names C1
         "C2,,2025-01-04\n"  # quarantined row of C2
+        "C1,,2025-01-05\n"  # quarantined row of C1
     )
     ingest_events(con, path, run_id="r1")
     con.execute("create table customer_scores as select 'C1' as customer_id, 5 as score")
     deleted = erase_customers(con, ["C1"], KEY)
-    # The content hashes kept for incremental ingest name the customer too, and go with them.
+    # The content hashes kept for incremental ingest live on the customer's rows (raw_events)
+    # and, for quarantined rows, in event_fingerprints under the customer id: they go too.
     assert deleted == {
         "raw_events": 2,
         "customer_scores": 1,
-        "quarantined_events": 1,
-        "event_fingerprints": 2,
+        "quarantined_events": 2,
+        "event_fingerprints": 1,
     }
     for table in ("raw_events", "quarantined_events", "customer_scores", "event_fingerprints"):
         assert con.execute(f"select count(*) from {table} where customer_id = 'C1'").fetchall() == [
@@ -71,8 +73,8 @@ def test_erasure_removes_every_row_and_later_ingests_drop_the_customer(con, writ
         (pseudonymise("C1", KEY),)
     ]
     result = ingest_events(con, path, run_id="r2", pseudonym_key=KEY)
-    assert result.rows_erased == 3
-    assert result.rows_read == result.rows_used + result.rows_quarantined + result.rows_erased == 5
+    assert result.rows_erased == 4
+    assert result.rows_read == result.rows_used + result.rows_quarantined + result.rows_erased == 6
     assert con.execute("select count(*) from raw_events where customer_id = 'C1'").fetchall() == [
         (0,)
     ]

@@ -4,8 +4,8 @@
 --
 -- Incremental by day. A day's rows depend only on that day's events, so each night recomputes
 -- only the days whose events changed: a fingerprint of every day's events (count and a hash of
--- the rows) is stored on its rows and compared with tonight's. A new day, a late event for an
--- earlier day, a re-read file or an erased customer all change some day's fingerprint; days
+-- the input rows) is stored on its rows and compared with tonight's. A new day, a late event for
+-- an earlier day, an edited file or an erased customer all change some day's fingerprint; days
 -- whose events are all gone are deleted first (pre-hook). The result equals a full rebuild
 -- (seg_pipeline_tests/defs/recommendations/test_incremental_rescoring.py checks it).
 {{
@@ -32,8 +32,9 @@ with day_fingerprints as (
     select
         event_ts::date as event_date,
         count(*) as n_source_events,
-        bit_xor(hash(event_id, customer_id, item_id, event_ts, event_type, quantity, order_id,
-                     value)) as source_hash
+        -- Each event's hash of its input row, computed at ingest (hashing the typed columns
+        -- here again took 0.8 s at 10M events).
+        bit_xor(content_hash) as source_hash
     from {{ ref('stg_shop__events') }}
     where customer_id is not null
     group by 1

@@ -20,7 +20,8 @@ renamed as (
         -- Money is summed as DECIMAL: exact, so the same input always gives the same totals
         -- (parallel sums of DOUBLE can differ in the last bit from run to run).
         (quantity * coalesce(unit_price, 0))::decimal(18, 4) as revenue,
-        customer_id is null as is_anonymous
+        customer_id is null as is_anonymous,
+        content_hash
 
     from source
 
