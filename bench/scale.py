@@ -157,6 +157,8 @@ def main() -> None:
     log = database.with_name(f"{database.stem}_last_run.log")
     for asset, phases in re.findall(r"(\w+): seconds by phase (\{.*\})", log.read_text()):
         print(f"  {asset} by phase: {phases}")
+    for asset, cores in re.findall(r"(\w+): cores busy by phase (\{.*\})", log.read_text()):
+        print(f"  {asset} cores busy by phase: {cores}")
     outside = wall - sum(steps.values())
     print(
         f"pipeline total wall {wall:.1f} s ({outside:.1f} s of it outside the steps: start-up, "

@@ -493,6 +493,7 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
     similarity_meta = _item_similarities(duckdb, full, similar.result(), config, context.run_id)
     phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
+    context.log.info(f"recommendations: cores busy by phase {phases.cores}")
     ranking = table.sort_values("ndcg", ascending=False)[
         ["candidate", "ndcg", "precision", "recall", "map", "coverage", "is_champion"]
     ]
@@ -507,6 +508,7 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
             "customers_kept": 0,
             **summary,
             "seconds_by_phase": phases.seconds,
+            "cores_busy_by_phase": phases.cores,
             "model_run_id": model_run_id,
         },
     )
@@ -593,6 +595,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
     phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: re-scored with the kept model {counts}")
     context.log.info(f"recommendations: seconds by phase {phases.seconds}")
+    context.log.info(f"recommendations: cores busy by phase {phases.cores}")
     yield dg.MaterializeResult(
         asset_key="customer_recommendations",
         metadata={
@@ -604,6 +607,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
             **kept.summary,
             "model_trained_as_of": str(kept.trained_as_of),
             "seconds_by_phase": phases.seconds,
+            "cores_busy_by_phase": phases.cores,
             "model_run_id": kept.model_run_id,
         },
     )

@@ -523,6 +523,7 @@ def behavioural_segments(
         mlflow.log_artifact(str(report_path), artifact_path="report")
     phases.lap("report")
     context.log.info(f"behavioural_segments: seconds by phase {phases.seconds}")
+    context.log.info(f"behavioural_segments: cores busy by phase {phases.cores}")
 
     figures = {
         "method": f"{method} {param}",
@@ -530,6 +531,7 @@ def behavioural_segments(
         "model_run_id": model_run_id,
         "report": str(report_path),
         "seconds_by_phase": phases.seconds,
+        "cores_busy_by_phase": phases.cores,
     }
     for key in ("silhouette", "forecast_eta2", "forecast_omega2"):
         if key in chosen_row and np.isfinite(chosen_row[key]):
