@@ -23,3 +23,10 @@ class PhaseTimer:
         self.seconds[phase] = round(now - self._last, 2)
         self.cores[phase] = round((cpu - self._last_cpu) / max(now - self._last, 1e-9), 2)
         self._last, self._last_cpu = now, cpu
+
+    def report(self, log, asset: str) -> dict[str, dict[str, float]]:
+        """Log the seconds and cores busy by phase (``bench/scale.py`` reads these lines) and
+        return them as asset metadata."""
+        log.info(f"{asset}: seconds by phase {self.seconds}")
+        log.info(f"{asset}: cores busy by phase {self.cores}")
+        return {"seconds_by_phase": self.seconds, "cores_busy_by_phase": self.cores}

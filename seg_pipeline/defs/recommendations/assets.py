@@ -492,8 +492,7 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
         phases.lap("tables written")
     similarity_meta = _item_similarities(duckdb, full, similar.result(), config, context.run_id)
     phases.lap("item similarities (rest)")
-    context.log.info(f"recommendations: seconds by phase {phases.seconds}")
-    context.log.info(f"recommendations: cores busy by phase {phases.cores}")
+    timing = phases.report(context.log, "recommendations")
     ranking = table.sort_values("ndcg", ascending=False)[
         ["candidate", "ndcg", "precision", "recall", "map", "coverage", "is_champion"]
     ]
@@ -507,8 +506,7 @@ def _refit(context, config, settings, duckdb, mlflow_tracking, as_of, settings_h
             "customers_rescored": full.shape[0],
             "customers_kept": 0,
             **summary,
-            "seconds_by_phase": phases.seconds,
-            "cores_busy_by_phase": phases.cores,
+            **timing,
             "model_run_id": model_run_id,
         },
     )
@@ -594,8 +592,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
     similarity_meta = _item_similarities(duckdb, full, similar.result(), config, context.run_id)
     phases.lap("item similarities (rest)")
     context.log.info(f"recommendations: re-scored with the kept model {counts}")
-    context.log.info(f"recommendations: seconds by phase {phases.seconds}")
-    context.log.info(f"recommendations: cores busy by phase {phases.cores}")
+    timing = phases.report(context.log, "recommendations")
     yield dg.MaterializeResult(
         asset_key="customer_recommendations",
         metadata={
@@ -606,8 +603,7 @@ def _rescore(context, config, settings, duckdb, mlflow_tracking, kept: KeptModel
             **counts,
             **kept.summary,
             "model_trained_as_of": str(kept.trained_as_of),
-            "seconds_by_phase": phases.seconds,
-            "cores_busy_by_phase": phases.cores,
+            **timing,
             "model_run_id": kept.model_run_id,
         },
     )

@@ -23,7 +23,7 @@ def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         )
         short, missing, n = con.execute(
             f"""
-            with n as (select max(rank) as n from customer_recommendations),
+            with n as (select $longest::integer as n),
             n_available as (select count(*) as n from item_catalog where available),
             -- A customer can get a full list unless they bought nearly every available item.
             -- Their purchase rows bound that from above; only customers above the bound get the
@@ -77,7 +77,8 @@ def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
                 count(*) filter (where n_rows = 0),
                 any_value(n.n)
             from counts, n
-            """
+            """,
+            {"longest": longest},
         ).fetchall()[0]
     return dg.AssetCheckResult(
         passed=bool(short == 0 and n is not None),

@@ -270,12 +270,14 @@ def behavioural_segments(
         # Candidates are independent: one per core, each single-threaded inside (the samples
         # are small, so sklearn's own threads mostly wait). Results keep the job order.
         results = each_in_threads(lambda job: fit_one(*job), jobs)
+        fitted_jobs = []  # the job behind each row of ``rows``
         for job, result in zip(jobs, results, strict=True):
             if isinstance(result, str):
                 context.log.warning(result)
             else:
-                rows.append({**result[0], "_job": job})
+                rows.append(result[0])
                 candidates.append(result[1])
+                fitted_jobs.append(job)
         selection_rule = {
             "max_segments": config.max_segments,
             "min_share": config.min_share,
@@ -286,14 +288,12 @@ def behavioural_segments(
         forecast_jobs = []
         if y_sampled is not None and rows:
             for i in contenders(pd.DataFrame(rows), **selection_rule).index:
-                space_name, method, param = rows[i]["_job"]
+                space_name, method, param = fitted_jobs[i]
                 if sampled[space_name][1] is not None and candidates[i].n_segments >= 2:
                     forecast_jobs.append((i, (space_name, method, param, candidates[i].n_segments)))
         forecasts = each_in_threads(lambda job: forecast_one(*job[1]), forecast_jobs)
         for (i, _), (eta2, omega2) in zip(forecast_jobs, forecasts, strict=True):
             rows[i]["forecast_eta2"], rows[i]["forecast_omega2"] = eta2, omega2
-        for row in rows:
-            del row["_job"]
         table = pd.DataFrame(rows)
         incumbent = None
         if has_previous and "feature_space" in previous:
@@ -522,16 +522,14 @@ def behavioural_segments(
     ):
         mlflow.log_artifact(str(report_path), artifact_path="report")
     phases.lap("report")
-    context.log.info(f"behavioural_segments: seconds by phase {phases.seconds}")
-    context.log.info(f"behavioural_segments: cores busy by phase {phases.cores}")
+    timing = phases.report(context.log, "behavioural_segments")
 
     figures = {
         "method": f"{method} {param}",
         "segments": len(profiles),
         "model_run_id": model_run_id,
         "report": str(report_path),
-        "seconds_by_phase": phases.seconds,
-        "cores_busy_by_phase": phases.cores,
+        **timing,
     }
     for key in ("silhouette", "forecast_eta2", "forecast_omega2"):
         if key in chosen_row and np.isfinite(chosen_row[key]):
