@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from pydantic import Field
 
 from seg_pipeline.defs.dbt.invocation import (
     dbt_vars,
@@ -49,10 +50,28 @@ class Translator(DagsterDbtTranslator):
         return fqn[1] if len(fqn) > 2 else "dbt"
 
 
+# Models built from the Python segments (customer_segments), after the segmentation step.
+AFTER_SEGMENTATION = "tag:after_segmentation"
+
+
+def _build(
+    context, dbt: DbtCliResource, settings: PipelineSettings, extra_vars: dict | None = None
+):
+    """``dbt build`` of the selected models against the working database; dbt tests become the
+    assets' checks."""
+    wait_for_parse(settings.work_path)
+    return dbt.cli(
+        ["build", "--vars", dbt_vars(settings.work_path, context.run_id, **(extra_vars or {}))],
+        context=context,
+        target_path=target_path(settings.work_path),
+    )
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
     dagster_dbt_translator=Translator(),
+    exclude=AFTER_SEGMENTATION,
 )
 def dbt_models(
     context: dg.AssetExecutionContext,
@@ -60,14 +79,39 @@ def dbt_models(
     settings: PipelineSettings,
     mlflow_tracking: MLflowTracking,
 ):
-    """Build and test every dbt model against the working database."""
-    wait_for_parse(settings.work_path)
-    invocation = dbt.cli(
-        ["build", "--vars", dbt_vars(settings.work_path, context.run_id)],
-        context=context,
-        target_path=target_path(settings.work_path),
-    )
-    # dbt now starts in its own process (about 3 s on one core before its first model), and this
-    # one would only wait for its events: the next steps' MLflow start-up cost goes here.
+    """Build and test the staging, intermediate and mart models against the working database."""
+    invocation = _build(context, dbt, settings)
+    # dbt now starts in its own process, and this one would only wait for its events: the next
+    # steps' MLflow start-up cost goes here.
     mlflow_tracking.warm_up()
     yield from invocation.stream()
+
+
+class SegmentModelsConfig(dg.Config):
+    """Overrides of the dbt vars of the models built on the segments (default: dbt_project.yml)."""
+
+    segment_recommendations_n: int | None = Field(
+        default=None, description="Items per segment in segment_recommendations (dbt default 10)."
+    )
+    segment_popularity_window_days: int | None = Field(
+        default=None,
+        description="Only purchases this recent count for segment_recommendations (default 180).",
+    )
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=Translator(),
+    select=AFTER_SEGMENTATION,
+    name="dbt_segment_models",
+)
+def dbt_segment_models(
+    context: dg.AssetExecutionContext,
+    config: SegmentModelsConfig,
+    dbt: DbtCliResource,
+    settings: PipelineSettings,
+):
+    """Build and test the models over tonight's segments: history, migration, cold-start lists."""
+    overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+    yield from _build(context, dbt, settings, overrides).stream()

@@ -21,9 +21,10 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
-def dbt_vars(work_path: Path, run_id: str) -> str:
-    """The ``--vars`` of a run: its working database and run id (stamped on every mart row)."""
-    return json.dumps({"work_database": str(work_path), "run_id": run_id})
+def dbt_vars(work_path: Path, run_id: str, **overrides) -> str:
+    """The ``--vars`` of a run: its working database and run id (stamped on every mart row),
+    and any of the project's vars that the run's config overrides."""
+    return json.dumps({"work_database": str(work_path), "run_id": run_id, **overrides})
 
 
 def target_path(work_path: Path) -> Path:

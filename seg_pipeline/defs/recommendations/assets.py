@@ -141,13 +141,6 @@ class RecommendationConfig(dg.Config):
     )
 
 
-class SegmentPopularityConfig(dg.Config):
-    """Cold-start lists per segment."""
-
-    n: int = Field(default=10, description="Items per segment.")
-    window_days: int = Field(default=180, description="Only purchases this recent count.")
-
-
 def choose_split(con, as_of, holdout_days: int):
     """The validation window is the last ``holdout_days``; on a short history, the last 20%.
 
@@ -656,52 +649,3 @@ def _metric_dict(row: dict, k: int) -> dict[str, float]:
         if value is not None and np.isfinite(value):
             out[f"{m}_at_{k}" if m in at_k else m] = float(value)
     return out
-
-
-@dg.asset(
-    deps=["customer_segments", "int_customer_item_daily", "item_catalog", "ingest_manifest"],
-    group_name="recommendations",
-)
-def segment_recommendations(
-    context: dg.AssetExecutionContext, config: SegmentPopularityConfig, duckdb: DuckDBResource
-) -> dg.MaterializeResult:
-    """The items bought by the most customers of each segment recently: the cold-start lists."""
-    with duckdb.get_connection() as con:
-        con.execute(
-            """
-            create or replace table segment_recommendations as
-            with manifest as (select as_of from ingest_manifest),
-            recent as (
-                select d.customer_id, d.item_id
-                from int_customer_item_daily d, manifest
-                where d.n_orders > 0 and d.event_date >= manifest.as_of - to_days($window_days)
-                group by all
-            ),
-            counted as (
-                select s.segment_id, r.item_id, count(*) as buyers
-                from recent r
-                join customer_segments s using (customer_id)
-                join item_catalog i using (item_id)
-                where i.available
-                group by all
-            ),
-            sized as (
-                select segment_id, count(*) as n_customers from customer_segments group by all
-            ),
-            ranked as (
-                select c.segment_id, c.item_id, c.buyers::double / s.n_customers as score,
-                       row_number() over (partition by c.segment_id
-                                          order by c.buyers desc, c.item_id) as rank
-                from counted c join sized s using (segment_id)
-            )
-            select segment_id, rank::integer as rank, item_id, score,
-                   'segment_popularity' as method, $run_id as run_id
-            from ranked
-            where rank <= $n
-            """,
-            {"n": config.n, "run_id": context.run_id, "window_days": config.window_days},
-        )
-        n_rows, n_segments = con.execute(
-            "select count(*), count(distinct segment_id) from segment_recommendations"
-        ).fetchall()[0]
-    return dg.MaterializeResult(metadata={"dagster/row_count": n_rows, "segments": n_segments})

@@ -45,3 +45,43 @@ def next_ids(taken: list[str], n: int) -> list[str]:
             used.add(candidate)
         candidate += 1
     return out
+
+
+def unique_names(names: list[str], ids: list[str], inherited: list[str | None]) -> list[str]:
+    """Inherited names win; a new segment whose derived name is taken gets its id appended."""
+    taken = {n for n, i in zip(names, inherited, strict=True) if i}
+    out = []
+    for name, sid, inh in zip(names, ids, inherited, strict=True):
+        if not inh and name in taken:
+            name = f"{name} ({sid})"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def inherit_identity(
+    today_centroids: np.ndarray,
+    derived_names: list[str],
+    previous_centroids: np.ndarray | None,
+    previous_ids: list[str],
+    previous_names: list[str],
+    *,
+    max_distance: float = 1.0,
+) -> tuple[list[str], list[str]]:
+    """Each of today's segments' id and name: inherited from the matching segment of the previous
+    run, or a fresh id with the name derived from its profile.
+
+    ``today_centroids`` and ``previous_centroids`` must be in the same scaled space (the
+    log-RFM identity space); ``derived_names`` are today's names from ``profile_segments``.
+    """
+    if previous_centroids is not None and len(previous_ids):
+        inherited = match_segments(
+            today_centroids, previous_centroids, previous_ids, max_distance=max_distance
+        )
+        prev_names = dict(zip(previous_ids, previous_names, strict=True))
+    else:
+        inherited, prev_names = [None] * len(derived_names), {}
+    fresh = iter(next_ids([i for i in inherited if i] + list(prev_names), inherited.count(None)))
+    ids = [i if i else next(fresh) for i in inherited]
+    names = [prev_names.get(i, n) for i, n in zip(ids, derived_names, strict=True)]
+    return ids, unique_names(names, ids, inherited)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import math
 
 import pandas as pd
 
 
-def segment_report(
+def report_html(
     title: str,
     profiles: pd.DataFrame,
     charts: dict[str, bytes],
@@ -55,3 +57,20 @@ th {{ background: #f0f4f8; }} figure {{ display: inline-block; margin: 1em; }}
 {images}
 </body></html>
 """
+
+
+def report_facts(run: dict) -> dict[str, str]:
+    """The report's key facts from a ``segmentation_runs`` row (``tables.load_report_inputs``)."""
+    facts = {
+        "as of": str(run["as_of"]),
+        "method": f"{run['method']} {run['param']}",
+        "features": ", ".join(json.loads(run["features"])),
+        "customers": f"{run['n_customers']:,}",
+    }
+    eta = run.get("forecast_eta2")
+    if eta is not None and math.isfinite(eta):
+        facts["next-period spend explained (eta²)"] = (
+            f"segments {eta:.3f}; named RFM segments {run['rfm_segment_eta2']:.3f}; "
+            f"125 RFM cells {run['rfm_cell_eta2']:.3f}"
+        )
+    return facts

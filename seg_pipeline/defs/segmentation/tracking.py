@@ -1,0 +1,172 @@
+"""Segmentation's MLflow logging and charts, in one place.
+
+The segmentation step logs its parent run (parameters, the chosen candidate's figures, one child
+run per candidate, the charts, the candidates table and the registered segmenter); the report
+step reads the charts back from that run, so the HTML report and MLflow show the same pictures.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from seg_pipeline.defs.resources import MLflowTracking
+from seg_pipeline.lib.segmentation import charts
+from seg_pipeline.lib.segmentation.nightly import SEGMENTER_TRUSTED_TYPES, SegmentationNight
+
+EXPERIMENT = "segmentation"
+REGISTERED_MODEL = "seg_pipeline_segmenter"
+# The charts drawn at selection time, in the report's order, with their artefact file names.
+CHART_FILES = {
+    "Segment sizes": "segment_sizes.png",
+    "RFM grid": "rfm_grid.png",
+    "Choosing the number of segments": "choosing_the_number_of_segments.png",
+    "Dendrogram": "dendrogram.png",
+}
+MIGRATION_CHART = "Segment migration"
+
+
+def finite_figures(row: dict) -> dict[str, float]:
+    """The numeric, finite entries of a candidate row, as MLflow metrics."""
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+    }
+
+
+def selection_figures(night: SegmentationNight) -> dict:
+    """The chosen model, its quality and forecast figures, and the RFM segments' and cells'."""
+    chosen = night.sweep.chosen_row
+    out = {"method": night.model_name, "segments": len(night.profiles)}
+    for key in ("silhouette", "forecast_eta2", "forecast_omega2"):
+        if key in chosen and np.isfinite(chosen[key]):
+            out[key] = float(chosen[key])
+    for col, (eta, omega) in night.rfm_eta.items():
+        out[f"{col}_forecast_eta2"] = eta
+        out[f"{col}_forecast_omega2"] = omega
+    return out
+
+
+def selection_charts(night: SegmentationNight, rfm: pd.DataFrame) -> dict[str, bytes]:
+    """The charts of tonight's choice, keyed by their titles."""
+    out = {
+        "Segment sizes": charts.sizes_chart(night.profiles),
+        "RFM grid": charts.rfm_heatmap(rfm),
+    }
+    if "silhouette" in night.sweep.table:
+        out["Choosing the number of segments"] = charts.selection_chart(night.sweep.table)
+    if night.sweep.linkage_matrix is not None:
+        out["Dendrogram"] = charts.dendrogram_chart(night.sweep.linkage_matrix)
+    return out
+
+
+def log_selection(
+    context: dg.AssetExecutionContext,
+    tracking: MLflowTracking,
+    parent,
+    night: SegmentationNight,
+    chart_pngs: dict[str, bytes],
+    params: dict,
+) -> None:
+    """Log the sweep under ``parent``: parameters, figures, a child run per candidate, the
+    charts and tables as artefacts, and the segmenter as a registered model."""
+    import mlflow
+
+    sweep = night.sweep
+    mlflow.log_params(
+        {
+            **params,
+            "features": ",".join(night.features),
+            "chosen": night.model_name,
+            "n_customers": len(night.segments),
+            "monetary_basis": night.basis,
+        }
+    )
+    tracking.log_children(
+        context,
+        parent,
+        [
+            (
+                f"{row['method']} {row['param']}",
+                {"method": row["method"], "param": row["param"]},
+                finite_figures({k: v for k, v in row.items() if isinstance(v, int | float)}),
+            )
+            for row in sweep.rows
+        ],
+    )
+    mlflow.log_metrics(finite_figures(sweep.chosen_row))
+    for col, (eta, omega) in night.rfm_eta.items():
+        mlflow.log_metrics({f"{col}_forecast_eta2": eta, f"{col}_forecast_omega2": omega})
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, png in chart_pngs.items():
+            Path(tmp, CHART_FILES[name]).write_bytes(png)
+        sweep.table.to_csv(Path(tmp, "candidates.csv"), index=False)
+        night.profiles.drop(columns=["label"]).to_csv(
+            Path(tmp, "segment_profiles.csv"), index=False
+        )
+        mlflow.log_artifacts(tmp, artifact_path="report")
+    mlflow.sklearn.log_model(
+        night.segmenter,
+        name="segmenter",
+        pip_requirements=["scikit-learn"],
+        registered_model_name=REGISTERED_MODEL,
+        skops_trusted_types=SEGMENTER_TRUSTED_TYPES,
+    )
+
+
+def logged_charts(tracking: MLflowTracking, model_run_id: str) -> dict[str, bytes]:
+    """The charts the selection run logged, in the report's order."""
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(
+            download_artifacts(
+                run_id=model_run_id,
+                artifact_path="report",
+                dst_path=tmp,
+                tracking_uri=tracking.tracking_uri,
+            )
+        )
+        return {
+            name: (folder / file).read_bytes()
+            for name, file in CHART_FILES.items()
+            if (folder / file).exists()
+        }
+
+
+def migration_chart(migration: pd.DataFrame) -> bytes | None:
+    """Behavioural segment migration as a from × to matrix; None when there is one date only."""
+    if not len(migration) or not migration["from_date"].notna().any():
+        return None
+    matrix = migration.pivot_table(
+        index="from_segment",
+        columns="to_segment",
+        values="n_customers",
+        aggfunc="sum",
+        fill_value=0,
+    )
+    return charts.migration_chart(matrix, MIGRATION_CHART)
+
+
+def log_report(
+    context: dg.AssetExecutionContext, tracking: MLflowTracking, path: Path, model_run_id: str
+) -> None:
+    """Attach the HTML report to the selection run, as a child run."""
+    import mlflow
+
+    with tracking.start_run(context, EXPERIMENT, run_name="report", parent_run_id=model_run_id):
+        mlflow.log_artifact(str(path), artifact_path="report")
+
+
+def chart_metadata(chart_pngs: dict[str, bytes], names: tuple[str, ...]) -> dict:
+    """Charts as Markdown images for the Dagster UI, for those of ``names`` that were drawn."""
+    return {
+        name: dg.MetadataValue.md(charts.markdown_image(png, name))
+        for name, png in chart_pngs.items()
+        if name in names
+    }

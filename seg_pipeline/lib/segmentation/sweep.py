@@ -1,0 +1,296 @@
+"""The nightly segmentation decision: sweep candidates, keep the incumbent, or assign to stored.
+
+This is where a segment is chosen. ``run_sweep`` fits every (feature space, method, size) on a
+sample, scores it on cluster quality, fits the contenders again at the holdout cut to measure how
+well their segments forecast the spend that followed, and applies the selection rule
+(``selection.choose``). ``assign_stored`` is the night without a refit: today's customers go to the
+nearest stored centroid. Both return a ``SweepResult``: the candidates table, the chosen model and
+every customer's label; naming, ids and tables are the caller's (``nightly.segment_customers``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from seg_pipeline.lib.parallel import each_in_threads
+from seg_pipeline.lib.segmentation.features import CLIP, FEATURE_SETS, RFM_FEATURES, prepare
+from seg_pipeline.lib.segmentation.forecast import forecast_power, log_target
+from seg_pipeline.lib.segmentation.selection import (
+    METHODS,
+    Candidate,
+    candidate_params,
+    centroids_of,
+    choose,
+    contenders,
+    fit_candidate,
+    nearest_centroid,
+)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What to sweep and how to choose; the Dagster config (``SegmentationConfig``) mirrors it."""
+
+    methods: tuple[str, ...] = ("kmeans", "gmm", "agglomerative")
+    linkage: str = "ward"
+    features: tuple[str, ...] = ("rfm", "behaviour")
+    scaling: str = "robust"
+    k_min: int = 3
+    k_max: int = 10
+    max_segments: int = 10
+    min_share: float = 0.02
+    silhouette_tolerance: float = 0.1
+    silhouette_sample: int = 3_000
+    fit_sample: int = 5_000
+    selection_sample: int = 20_000
+    refit: bool = True
+    change_margin: float = 0.02
+    match_distance: float = 1.0
+    random_state: int = 42
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming any unknown method or feature space."""
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown segmentation method(s) {unknown}; use {list(METHODS)}")
+        unknown = sorted(set(self.features) - set(FEATURE_SETS))
+        if unknown:
+            raise ValueError(f"unknown feature set(s) {unknown}; use {list(FEATURE_SETS)}")
+
+    @property
+    def selection_rule(self) -> dict:
+        return {
+            "max_segments": self.max_segments,
+            "min_share": self.min_share,
+            "silhouette_tolerance": self.silhouette_tolerance,
+        }
+
+
+@dataclass
+class FeatureSpace:
+    """One feature space prepared on today's customers (and on the holdout snapshot)."""
+
+    x: np.ndarray
+    scaler: object
+    features: tuple[str, ...]
+    raw: np.ndarray
+    x_hold: np.ndarray | None
+
+
+@dataclass
+class SweepResult:
+    """What the night decided.
+
+    ``table`` has one row per fitted candidate (``chosen`` marks the winner); ``rows`` are the
+    same rows as dicts with the candidate's own metric types, for experiment tracking.
+    ``labels`` gives every customer's cluster label (positions into ``centroids``), in the row
+    order of the customers passed in.
+    """
+
+    table: pd.DataFrame
+    rows: list[dict]
+    method: str
+    param: object
+    space_name: str
+    space: FeatureSpace
+    centroids: np.ndarray
+    labels: np.ndarray
+    contenders: list[int] = field(default_factory=list)
+    incumbent: dict | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def chosen_row(self) -> dict:
+        return self.table.loc[self.table["chosen"]].iloc[0].to_dict()
+
+    @property
+    def linkage_matrix(self):
+        """The first agglomerative tree of the sweep, for the dendrogram (None if none)."""
+        return next(
+            (c.linkage_matrix for c in self.candidates if c.linkage_matrix is not None), None
+        )
+
+
+def prepare_spaces(
+    current: pd.DataFrame, holdout: pd.DataFrame, settings: SweepSettings
+) -> tuple[dict[str, FeatureSpace], tuple]:
+    """Each swept feature space, and the fixed log-RFM space in which segments are matched to
+    yesterday's whatever space wins (``prepare``'s 4-tuple, standard-scaled).
+
+    The spaces are prepared one per core: numpy releases the GIL in the logs and the scalers'
+    sorts.
+    """
+
+    def one(name: str | None):
+        if name is None:
+            return prepare(current, RFM_FEATURES, "standard")
+        x, scaler, feats, raw = prepare(current, FEATURE_SETS[name], settings.scaling)
+        x_hold = prepare(holdout, feats, settings.scaling)[0] if len(holdout) > 20 else None
+        return FeatureSpace(x=x, scaler=scaler, features=feats, raw=raw, x_hold=x_hold)
+
+    *prepared, identity = each_in_threads(one, [*settings.features, None])
+    return dict(zip(settings.features, prepared, strict=True)), identity
+
+
+def incumbent_of(previous: pd.DataFrame | None) -> dict | None:
+    """Yesterday's (feature space, method, parameter), the candidate the change margin favours."""
+    if previous is None or len(previous) == 0 or "feature_space" not in previous:
+        return None
+    method_param = str(previous["method"].iloc[0]).split(" ", 1)
+    return {
+        "features": previous["feature_space"].iloc[0],
+        "method": method_param[0],
+        "param": method_param[-1],
+    }
+
+
+def run_sweep(
+    spaces: dict[str, FeatureSpace],
+    y_hold: np.ndarray | None,
+    n_holdout: int,
+    settings: SweepSettings,
+    *,
+    incumbent: dict | None = None,
+    warn=lambda message: None,
+) -> SweepResult:
+    """Fit, score and choose among every candidate; assign every customer to the chosen centroids.
+
+    Parameters
+    ----------
+    spaces : dict of FeatureSpace
+        From ``prepare_spaces``; every space has the same customers in the same order.
+    y_hold : ndarray or None
+        Log next-period spend of the holdout snapshot's customers (None: no forecast power).
+    n_holdout : int
+        Customers in the holdout snapshot.
+    incumbent : dict, optional
+        Yesterday's choice (``incumbent_of``), kept unless beaten by ``change_margin``.
+    warn : callable
+        Receives one line per candidate that could not be fitted.
+    """
+    n_current = len(next(iter(spaces.values())).x)
+    opts = {
+        "random_state": settings.random_state,
+        "sample_size": settings.silhouette_sample,
+        "fit_sample_size": settings.fit_sample,
+        "linkage": settings.linkage,
+    }
+    rng = np.random.default_rng(settings.random_state)
+    sel = np.sort(rng.choice(n_current, min(settings.selection_sample, n_current), replace=False))
+    hold_sel = np.sort(
+        rng.choice(n_holdout, min(settings.selection_sample, n_holdout), replace=False)
+    )
+    # The sweep's samples, taken once per feature space rather than once per candidate.
+    sampled = {
+        name: (space.x[sel], None if space.x_hold is None else space.x_hold[hold_sel])
+        for name, space in spaces.items()
+    }
+    y_sampled = y_hold[hold_sel] if y_hold is not None else None
+
+    def fit_one(job: tuple) -> tuple[dict, Candidate] | str:
+        space_name, method, param = job
+        try:
+            cand = fit_candidate(sampled[space_name][0], method, param, **opts)
+        except ValueError as exc:
+            return f"{method} {param}: {exc}"
+        row = {"features": space_name, "method": method, "param": cand.param, **cand.metrics}
+        return row, cand
+
+    def forecast_one(job: tuple) -> tuple[float, float]:
+        # The same method and size fitted on the holdout snapshot: do its segments separate
+        # the spend that followed?
+        space_name, method, param, n_segments = job
+        hold_param = n_segments if method != "hdbscan" else param
+        hold = fit_candidate(sampled[space_name][1], method, hold_param, score=False, **opts)
+        return forecast_power(hold.labels, y_sampled)
+
+    ks = range(settings.k_min, settings.k_max + 1)
+    jobs = [
+        (space_name, method, param)
+        for space_name in spaces
+        for method in settings.methods
+        for param in candidate_params(method, ks, len(sel))
+    ]
+    # Candidates are independent: one per core, each single-threaded inside (the samples are
+    # small, so sklearn's own threads mostly wait). Results keep the job order.
+    rows, candidates, fitted_jobs = [], [], []
+    for job, result in zip(jobs, each_in_threads(fit_one, jobs), strict=True):
+        if isinstance(result, str):
+            warn(result)
+        else:
+            rows.append(result[0])
+            candidates.append(result[1])
+            fitted_jobs.append(job)
+    if not rows:
+        raise ValueError("no segmentation candidate could be fitted")
+    # Forecast power decides only among the contenders, so only they get the holdout fit.
+    in_contention = list(contenders(pd.DataFrame(rows), **settings.selection_rule).index)
+    forecast_jobs = []
+    if y_sampled is not None:
+        for i in in_contention:
+            space_name, method, param = fitted_jobs[i]
+            if sampled[space_name][1] is not None and candidates[i].n_segments >= 2:
+                forecast_jobs.append((i, (space_name, method, param, candidates[i].n_segments)))
+    forecasts = each_in_threads(lambda job: forecast_one(job[1]), forecast_jobs)
+    for (i, _), (eta2, omega2) in zip(forecast_jobs, forecasts, strict=True):
+        rows[i]["forecast_eta2"], rows[i]["forecast_omega2"] = eta2, omega2
+    table = pd.DataFrame(rows)
+    chosen_idx = choose(
+        table, **settings.selection_rule, incumbent=incumbent, margin=settings.change_margin
+    )
+    table["chosen"] = table.index == chosen_idx
+    chosen = candidates[chosen_idx]
+    space_name = table.loc[chosen_idx, "features"]
+    space = spaces[space_name]
+    # The sweep may have run on a sample: everyone goes to the nearest chosen centroid.
+    centroids, labels = centroids_of(space.x, nearest_centroid(space.x, chosen.centroids))
+    return SweepResult(
+        table=table,
+        rows=rows,
+        method=chosen.method,
+        param=chosen.param,
+        space_name=space_name,
+        space=space,
+        centroids=centroids,
+        labels=labels,
+        contenders=in_contention,
+        incumbent=incumbent,
+        candidates=candidates,
+    )
+
+
+def assign_stored(
+    current: pd.DataFrame, previous: pd.DataFrame, settings: SweepSettings
+) -> SweepResult:
+    """A night between refits: yesterday's segments, today's customers, nearest stored centroid,
+    in yesterday's feature space (scaled on today's customers)."""
+    features = tuple(json.loads(previous["features"].iloc[0]))
+    space_name = previous["feature_space"].iloc[0] if "feature_space" in previous else "stored"
+    x, scaler, _, raw = prepare(current, features, settings.scaling)
+    stored = np.vstack(previous["centroid"].map(np.asarray).to_list())
+    centroids = np.clip(scaler.transform(stored), -CLIP, CLIP)
+    param = str(previous["method"].iloc[0])
+    table = pd.DataFrame(
+        [{"method": "assigned", "param": param, "n_segments": len(centroids), "chosen": True}]
+    )
+    return SweepResult(
+        table=table,
+        rows=[],
+        method="assigned",
+        param=param,
+        space_name=space_name,
+        space=FeatureSpace(x=x, scaler=scaler, features=features, raw=raw, x_hold=None),
+        centroids=centroids,
+        labels=nearest_centroid(x, centroids),
+    )
+
+
+def holdout_target(holdout: pd.DataFrame) -> np.ndarray | None:
+    """Log next-period spend of the holdout snapshot, the quantity segments should forecast."""
+    if not len(holdout):
+        return None
+    return log_target(holdout["next_period_value"].to_numpy(dtype=float))

@@ -1,0 +1,135 @@
+"""Reading the segmentation inputs from, and writing its tables to, the DuckDB work database.
+
+Only what Python computes is written here (segments, profiles, the stored model, the run's
+figures). The history snapshot and the migration table are SQL over these, so they are dbt
+models (``segment_history``, ``segment_migration``).
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from seg_pipeline.lib.segmentation.nightly import SegmentationNight
+
+
+def frame(con: duckdb.DuckDBPyConnection, query: str, params: dict | None = None) -> pd.DataFrame:
+    """A query's result as pandas through Arrow: text stays Arrow-backed instead of becoming a
+    Python object per value, which matters at a million customers."""
+    out = con.sql(query, params=params).to_arrow_table().to_pandas(date_as_object=False)
+    for column in out.columns:
+        if out[column].dtype == "datetime64[ms]":  # Arrow dates; DuckDB's .df() gives us
+            out[column] = out[column].astype("datetime64[us]")
+    return out
+
+
+def load_features(con: duckdb.DuckDBPyConnection, snapshot: str) -> pd.DataFrame:
+    """``customer_features`` at one cut (``current`` or ``holdout``), in customer_id order.
+
+    Money comes as DOUBLE: DECIMAL columns arrive as Python Decimal objects, which made loading
+    and the profiles' group means slow at a million customers.
+    """
+    return frame(
+        con,
+        """
+        select * replace (monetary::double as monetary,
+                          next_period_value::double as next_period_value)
+        from customer_features where snapshot = $s order by customer_id
+        """,
+        {"s": snapshot},
+    )
+
+
+def load_rfm(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The RFM columns the segment report draws, in customer_id order."""
+    return frame(
+        con,
+        "select customer_id, r_score, f_score, m_score, monetary::double as monetary, "
+        "rfm_segment, monetary_basis, as_of from customer_rfm order by customer_id",
+    )
+
+
+def load_stored_model(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
+    """The last run's segments (``segment_centroids``), or None before the first run."""
+    exists = con.execute(
+        "select count(*) from information_schema.tables where table_name = 'segment_centroids'"
+    ).fetchall()[0][0]
+    return (
+        con.execute("select * from segment_centroids order by segment_id").df() if exists else None
+    )
+
+
+def write_segment_tables(
+    con: duckdb.DuckDBPyConnection, night: SegmentationNight, *, model_run_id: str, run_id: str
+) -> None:
+    """Replace the segment tables and record the run in ``segmentation_runs``, in one
+    transaction."""
+    segments = night.segments.assign(model_run_id=model_run_id, run_id=run_id)
+    profiles = night.profiles.drop(columns=["label"]).assign(
+        method=night.sweep.method, model_run_id=model_run_id, run_id=run_id
+    )
+    centroids = night.centroids.assign(run_id=run_id)
+    run_row = {**night.run_row(), "run_id": run_id}
+    for name, value in (
+        ("segments_df", segments),
+        ("profiles_df", profiles),
+        ("centroids_df", centroids),
+    ):
+        con.register(name, value)
+    con.execute("begin transaction")
+    con.execute(
+        "create or replace table customer_segments as "
+        "select *, now()::timestamp as assigned_at from segments_df"
+    )
+    con.execute(
+        """
+        create or replace table segment_profiles as
+        select segment_id, segment_name, n_customers::bigint as n_customers, share,
+               mean_recency_days, mean_frequency, mean_monetary,
+               median_recency_days, median_frequency, median_monetary,
+               description, method, model_run_id, run_id
+        from profiles_df
+        """
+    )
+    con.execute(
+        "create or replace table segment_centroids as "
+        "select * replace (centroid::double[] as centroid, "
+        "rfm_centroid::double[] as rfm_centroid) from centroids_df"
+    )
+    con.execute(
+        """
+        create table if not exists segmentation_runs (as_of date, run_id varchar,
+            method varchar, param varchar, n_segments integer, silhouette double,
+            forecast_eta2 double, forecast_omega2 double, rfm_segment_eta2 double,
+            rfm_cell_eta2 double)
+        """
+    )
+    con.execute("delete from segmentation_runs where as_of = $as_of", {"as_of": night.as_of})
+    con.execute(
+        "insert into segmentation_runs values ($as_of, $run_id, $method, $param, $n_segments, "
+        "$silhouette, $forecast_eta2, $forecast_omega2, $rfm_segment_eta2, $rfm_cell_eta2)",
+        run_row,
+    )
+    con.execute("commit")
+    for name in ("segments_df", "profiles_df", "centroids_df"):
+        con.unregister(name)
+
+
+def load_report_inputs(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """What the segment report shows: the profiles in id order, this run's
+    ``segmentation_runs`` row (with the feature list and the customer count) and the behavioural
+    rows of ``segment_migration``."""
+    profiles = frame(
+        con, "select * from segment_profiles order by cast(substr(segment_id, 2) as integer)"
+    )
+    cursor = con.execute(
+        """
+        select r.*, c.features, (select count(*) from customer_segments) as n_customers
+        from segmentation_runs r, (select any_value(features) as features from segment_centroids) c
+        where r.run_id = (select any_value(run_id) from segment_profiles)
+        """
+    )
+    names = [d[0] for d in cursor.description]
+    run = dict(zip(names, cursor.fetchall()[0], strict=True))
+    migration = frame(con, "select * from segment_migration where kind = 'behavioural'")
+    return profiles, run, migration
