@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 from bench.scale import clear_outputs  # noqa: E402
 from seg_pipeline.lib.ingest import ingest_events  # noqa: E402
 from seg_pipeline.lib.recommendations.evaluation import default_grid, evaluate  # noqa: E402
+from seg_pipeline.lib.recommendations.factor_models import ALSRecommender  # noqa: E402
 from seg_pipeline.lib.recommendations.interactions import (  # noqa: E402
     load_heldout_purchases,
     load_interactions,
 )
 from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics  # noqa: E402
-from seg_pipeline.lib.recommendations.models import ALSRecommender  # noqa: E402
 from seg_pipeline.lib.synthetic import generate_shop, write_shop  # noqa: E402
 
 ONLINE_RETAIL = ROOT.parent / "shared" / "datasets" / "online_retail.csv.gz"

@@ -165,7 +165,7 @@ def forget_customers(
     Returns a report with rows deleted per table, the republished tables and any artefact files
     that still mention an id (the pipeline logs none, so this list should be empty).
     """
-    from seg_pipeline.lib.publish import republish
+    from seg_pipeline.lib.published_file import republish
 
     deleted = erase_customers(con, customer_ids, key)
     con.execute("checkpoint")

@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from seg_pipeline.defs.resources import PipelineSettings
-from seg_pipeline.lib.publish import publish_tables
+from seg_pipeline.lib.published_file import publish_tables
 
 # Tables consumers read (contract section 3, plus the catalogue for item titles). Each must carry
 # the current run's id when it is published, so no reader ever sees tables from two runs.

@@ -19,16 +19,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from seg_pipeline.lib.recommendations.base import Recommender
+from seg_pipeline.lib.recommendations.blends import HybridRecommender
+from seg_pipeline.lib.recommendations.content import ContentRecommender
+from seg_pipeline.lib.recommendations.factor_models import ALSRecommender, BPRRecommender
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
-from seg_pipeline.lib.recommendations.models import (
-    ALSRecommender,
-    BPRRecommender,
-    ContentRecommender,
-    HybridRecommender,
-    ItemKNNRecommender,
+from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
+from seg_pipeline.lib.recommendations.popularity import (
     PopularityRecommender,
-    Recommender,
     SegmentPopularityRecommender,
 )
 

@@ -7,17 +7,17 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from seg_pipeline.lib.recommendations.blends import HybridRecommender
+from seg_pipeline.lib.recommendations.content import ContentRecommender
+from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
-from seg_pipeline.lib.recommendations.models import (
-    ALSRecommender,
-    ContentRecommender,
-    HybridRecommender,
-    ItemKNNRecommender,
+from seg_pipeline.lib.recommendations.lists import REASON_CODES, build_lists, has_bought
+from seg_pipeline.lib.recommendations.mlflow_export import HistoryRecommender, export_model
+from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
+from seg_pipeline.lib.recommendations.popularity import (
     PopularityRecommender,
     SegmentPopularityRecommender,
 )
-from seg_pipeline.lib.recommendations.publishing import REASON_CODES, build_lists, has_bought
-from seg_pipeline.lib.recommendations.serving import HistoryRecommender, export_model
 
 
 def _data(dense, **extra):
@@ -155,7 +155,7 @@ def test_exported_champion_serves_from_a_history(tmp_path):
 
 
 def test_factor_models_fast_top_k_matches_the_dense_path():
-    from seg_pipeline.lib.recommendations.models import Recommender
+    from seg_pipeline.lib.recommendations.base import Recommender
 
     rng = np.random.default_rng(5)
     dense = (rng.random((60, 40)) < 0.15).astype(float)
@@ -176,7 +176,7 @@ def test_factor_models_fast_top_k_matches_the_dense_path():
 
 
 def test_block_top_n_is_exact_with_ties_padding_and_ragged_blocks():
-    from seg_pipeline.lib.recommendations.models import _top_n
+    from seg_pipeline.lib.recommendations.topk import top_n
 
     rng = np.random.default_rng(11)
     # 1,000 columns: 16 blocks of 64 with a ragged last block, so the block path runs.
@@ -184,7 +184,7 @@ def test_block_top_n_is_exact_with_ties_padding_and_ragged_blocks():
     scores[:5] = 0.0  # all tied
     scores[5:10, 3:] = -np.inf  # only three eligible items
     scores[10:20, -3:] = 1e6  # the winners sit in the ragged last block
-    items, top = _top_n(scores, 3)
+    items, top = top_n(scores, 3)
     expected = np.sort(scores, axis=1)[:, ::-1][:, :3]
     assert np.array_equal(top, expected)
     assert np.array_equal(np.take_along_axis(scores, items, axis=1), top)

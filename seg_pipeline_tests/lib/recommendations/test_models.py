@@ -5,13 +5,10 @@ import pytest
 import scipy.sparse as sp
 
 from seg_pipeline.lib.recommendations.evaluation import default_grid, evaluate
+from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
-from seg_pipeline.lib.recommendations.models import (
-    ALSRecommender,
-    ItemKNNRecommender,
-    PopularityRecommender,
-    top_similar_items,
-)
+from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender, top_similar_items
+from seg_pipeline.lib.recommendations.popularity import PopularityRecommender
 from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, explain_by_vectors
 
 N_USERS, N_ITEMS = 40, 12

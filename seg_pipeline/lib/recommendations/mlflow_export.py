@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from seg_pipeline.lib.recommendations.models import (
-    ALSRecommender,
-    ContentRecommender,
-    HybridRecommender,
-    ItemKNNRecommender,
+from seg_pipeline.lib.recommendations.base import Recommender
+from seg_pipeline.lib.recommendations.blends import HybridRecommender
+from seg_pipeline.lib.recommendations.content import ContentRecommender
+from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
+from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
+from seg_pipeline.lib.recommendations.popularity import (
     PopularityRecommender,
-    Recommender,
     SegmentPopularityRecommender,
 )
 

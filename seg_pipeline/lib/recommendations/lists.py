@@ -1,18 +1,15 @@
-"""Turn a fitted champion into published lists: business rules, cold start, reasons, writing."""
+"""Turn a fitted champion into lists: business rules, cold start and reasons, as arrays."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import duckdb
 import numpy as np
-import pyarrow as pa
 import scipy.sparse as sp
 
-from seg_pipeline.lib.privacy import ensure_privacy_tables
+from seg_pipeline.lib.recommendations.base import Recommender
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
-from seg_pipeline.lib.recommendations.models import Recommender, SegmentPopularityRecommender
+from seg_pipeline.lib.recommendations.popularity import SegmentPopularityRecommender
 
 REASON_CODES = {"because": 0, "similar": 1, "popular": 2, "segment": 3}
 # Cold-start lists count purchases of the last 90 days: what a segment buys now.
@@ -137,125 +134,3 @@ def build_lists(
         start = end
     bought = has_bought(data.purchased, columns["users"], columns["because"])
     return Lists(**columns, bought=bought)
-
-
-def write_lists(
-    con: duckdb.DuckDBPyConnection,
-    lists: Lists,
-    full: InteractionMatrix,
-    *,
-    model: str,
-    model_run_id: str,
-    run_id: str,
-    key: str,
-    reuse: np.ndarray | None = None,
-    also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-) -> tuple[int, int]:
-    """Replace ``customer_recommendations`` with tonight's lists in one transaction; ``also``
-    runs inside it (the kept state, the refit night's metrics).
-
-    ``reuse`` lists the customers whose rows from the previous night are kept as they are (only
-    the run id changes). Their reasons name an item the customer bought or looked at, whose text
-    is part of the kept model's catalogue signature (state.py), so that text is current too.
-    """
-    long = pa.table(
-        {
-            "u": lists.users,
-            "rank": lists.ranks,
-            "i": lists.items,
-            "score": lists.scores,
-            "b": lists.because,
-            "reason": lists.reason,
-            "source": lists.source,
-            "bought": lists.bought,
-        }
-    )
-    user_ids = pa.table(
-        {"u": np.arange(full.shape[0]), "customer_id": pa.array(full.user_ids, pa.string())}
-    )
-    item_ids = pa.table(
-        {"i": np.arange(full.shape[1]), "item_id": pa.array(full.item_ids, pa.string())}
-    )
-    tables = {
-        "recs_long": long,
-        "user_ids": user_ids,
-        "item_ids": item_ids,
-        "reused_ids": pa.table(
-            {"customer_id": pa.array([] if reuse is None else reuse, pa.string())}
-        ),
-    }
-    for name, value in tables.items():
-        con.register(name, value)
-    ensure_privacy_tables(con)
-    reused = (
-        "select * replace ($run_id as run_id) from customer_recommendations "
-        "where customer_id in (select customer_id from reused_ids) "
-        "and customer_id not in (select customer_id from recommendation_opt_outs) "
-        "union all by name "
-        if reuse is not None and len(reuse)
-        else ""
-    )
-    con.execute("begin transaction")
-    # Customers who opted out get no list; they are kept by id (work file only) so the checks
-    # can tell an opt-out from a missing list.
-    con.execute(
-        """
-        create or replace table recommendation_opt_outs as
-        select customer_id from user_ids
-        where sha256($key || ':' || customer_id)
-              in (select customer_hash from opted_out_customers)
-        """,
-        {"key": key},
-    )
-    # Text is looked up per customer and per item first, so the 8.7M rows at 10M events join on
-    # integers only (4.4-5.1 s -> 4.1-4.2 s for this statement, with identical rows).
-    con.execute(
-        f"""
-        create or replace table customer_recommendations_next as
-        with users as (
-            select users.u, users.customer_id, seg.segment_name
-            from user_ids users
-            left join customer_segments seg using (customer_id)
-            where users.customer_id not in (select customer_id from recommendation_opt_outs)
-        ),
-        because as (
-            select b.i, b.item_id, bc.title
-            from item_ids b
-            left join item_catalog bc using (item_id)
-        )
-        {reused}
-        select
-            users.customer_id,
-            r.rank::integer as rank,
-            items.item_id,
-            r.score,
-            case when r.source = 0 then $model else 'segment_popularity' end as model,
-            case
-                when r.reason = 0 and r.bought then 'Because you bought ' || b.title
-                when r.reason = 0 then 'Because you looked at ' || b.title
-                when r.reason = 1 and r.bought
-                    then 'Similar to ' || b.title || ', which you bought'
-                when r.reason = 1 then 'Similar to ' || b.title || ', which you looked at'
-                when r.reason = 3 then 'Popular in your segment: ' || users.segment_name
-                else 'Popular in the shop right now'
-            end as reason,
-            b.item_id as because_item_id,
-            $model_run_id as model_run_id,
-            $run_id as run_id
-        from recs_long r
-        join users on users.u = r.u
-        join item_ids items on items.i = r.i
-        left join because b on b.i = r.b
-        """,
-        {"model": model, "model_run_id": model_run_id, "run_id": run_id},
-    )
-    con.execute("drop table if exists customer_recommendations")
-    con.execute("alter table customer_recommendations_next rename to customer_recommendations")
-    if also is not None:
-        also(con)
-    con.execute("commit")
-    for name in tables:
-        con.unregister(name)
-    return con.execute(
-        "select count(*), count(distinct customer_id) from customer_recommendations"
-    ).fetchall()[0]

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from seg_pipeline.lib.recommendations.factor_models import ALSRecommender, item_gram
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
-from seg_pipeline.lib.recommendations.models import ALSRecommender, item_gram
 
 MODEL_TABLE = "recommendation_model"
 ITEMS_TABLE = "recommendation_model_items"

@@ -4,7 +4,7 @@ import sys
 import duckdb
 import pytest
 
-from seg_pipeline.lib.publish import check_identifier, publish_tables
+from seg_pipeline.lib.published_file import check_identifier, publish_tables
 
 
 def _work(tmp_path, value):

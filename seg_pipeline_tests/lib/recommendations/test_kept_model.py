@@ -8,9 +8,9 @@ import pytest
 import scipy.sparse as sp
 from implicit.nearest_neighbours import bm25_weight
 
+from seg_pipeline.lib.recommendations.factor_models import ALSRecommender, bm25_rows, bm25_stats
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
-from seg_pipeline.lib.recommendations.models import ALSRecommender, bm25_rows, bm25_stats
-from seg_pipeline.lib.recommendations.state import (
+from seg_pipeline.lib.recommendations.kept_model import (
     KeptModel,
     catalogue_signature,
     load_model,

@@ -1,0 +1,114 @@
+"""Recommendations' MLflow logging, in one place: the refit night's selection run (a child run
+per candidate, the evaluation tables, the champion as a registered pyfunc) and the rescore night's
+run."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from seg_pipeline.defs.resources import MLflowTracking
+from seg_pipeline.lib.recommendations.mlflow_export import HistoryRecommender, export_model
+from seg_pipeline.lib.recommendations.nightly import NightSettings, RefitNight, RescoreNight
+
+EXPERIMENT = "recommendations"
+REGISTERED_MODEL = "seg_pipeline_recommender"
+_AT_K = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
+_PLAIN = ("mrr", "coverage", "diversity", "novelty", "fit_seconds")
+
+
+def metric_dict(row: dict, k: int) -> dict[str, float]:
+    """A candidate's figures as MLflow metrics (``ndcg_at_10``, ``coverage``, ...)."""
+    out = {}
+    for m in _AT_K + _PLAIN:
+        value = row.get(m)
+        if value is not None and np.isfinite(value):
+            out[f"{m}_at_{k}" if m in _AT_K else m] = float(value)
+    return out
+
+
+def log_refit(
+    context: dg.AssetExecutionContext,
+    tracking: MLflowTracking,
+    night: RefitNight,
+    settings: NightSettings,
+    *,
+    register_model: bool,
+) -> str:
+    """Log the selection and the champion; returns the selection run's id (``model_run_id``)."""
+    import mlflow
+
+    table = night.evaluation.table
+    champ, base = night.champion_row, night.baseline_row
+    n = settings.n
+    with tracking.start_run(context, EXPERIMENT, run_name="champion_selection") as parent:
+        mlflow.log_params(
+            {
+                "n": n,
+                "holdout_days": settings.holdout_days,
+                "split_date": str(night.split),
+                "weights": json.dumps(settings.weights.__dict__),
+                "champion": night.evaluation.champion_key,
+                "baseline": base["candidate"],
+                "refit_reason": night.why[:500],
+                **night.selection,
+                **{f"scoring_{k}": v for k, v in night.scoring.items()},
+            }
+        )
+        tracking.log_children(
+            context,
+            parent,
+            [
+                (
+                    row["candidate"],
+                    {
+                        "model": row["model"],
+                        "candidate": row["candidate"][:500],
+                        "params": json.dumps(row["params"], default=str)[:500],
+                    },
+                    metric_dict(row, n),
+                )
+                for row in table.to_dict("records")
+            ],
+        )
+        mlflow.log_metrics(metric_dict(champ, n))
+        mlflow.log_metric(f"baseline_ndcg_at_{n}", float(base["ndcg"]))
+        with tempfile.TemporaryDirectory() as tmp:
+            table.assign(params=table["params"].map(lambda p: json.dumps(p, default=str))).to_csv(
+                Path(tmp, "candidates.csv"), index=False
+            )
+            night.evaluation.by_segment.to_csv(Path(tmp, "candidates_by_segment.csv"), index=False)
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+            model_dir = Path(tmp, "model_dir")
+            export_model(night.champion, night.full.item_ids, model_dir)
+            mlflow.pyfunc.log_model(
+                name="recommender",
+                python_model=HistoryRecommender(),
+                artifacts={"model_dir": str(model_dir)},
+                pip_requirements=["numpy", "scipy", "pandas", "mlflow"],
+                code_paths=None,
+                registered_model_name=REGISTERED_MODEL if register_model else None,
+            )
+        return parent.info.run_id
+
+
+def log_rescore(
+    context: dg.AssetExecutionContext, tracking: MLflowTracking, night: RescoreNight
+) -> None:
+    """Log which model re-scored whom tonight."""
+    import mlflow
+
+    with tracking.start_run(context, EXPERIMENT, run_name="rescoring"):
+        mlflow.log_params(
+            {
+                "model_run_id": night.kept.model_run_id,
+                "model_trained_as_of": str(night.kept.trained_as_of),
+                "rescored": night.scope[:500],
+                **{f"scoring_{k}": v for k, v in (night.champion.scoring_ or {}).items()},
+            }
+        )
+        mlflow.log_metrics(night.counts)

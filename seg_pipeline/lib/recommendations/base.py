@@ -1,0 +1,118 @@
+"""The interface every recommender implements: fit on an InteractionMatrix, score in batches.
+
+Every model's ``recommend`` returns item columns and scores for a batch of users, never an item
+in ``exclude`` (the purchased mask) or in ``blocked`` (unavailable items), optionally with at most
+``max_per_category`` items of one category per list. Scoring runs in batches so memory stays
+bounded by ``batch_size × n_items`` whatever the number of customers.
+
+Each model also says how its recommendations are explained (``reason``): by the purchased item
+that drove the score ("because"), by content similarity ("similar"), or by popularity ("popular",
+"segment").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from seg_pipeline.lib.parallel import each_in_threads
+from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
+from seg_pipeline.lib.recommendations.topk import (
+    Recommendations,
+    cap_categories,
+    mask_purchased,
+    top_n,
+)
+
+
+class Recommender:
+    """Base class. Subclasses set ``name`` and ``reason`` and implement ``fit`` and ``score``."""
+
+    name = "base"
+    reason = "because"
+
+    def params(self) -> dict:
+        return {}
+
+    def fit(self, data: InteractionMatrix) -> Recommender:
+        raise NotImplementedError
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """Dense scores (len(users) × n_items); higher is better."""
+        raise NotImplementedError
+
+    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """The history item column behind each recommendation, or -1."""
+        return np.full(recs.shape, -1, dtype=np.int64)
+
+    def _batch_size(self, n_items: int) -> int:
+        # One dense block (batch × scored items) per thread, about 16M scores: with selection's
+        # temporaries ~200 MB per thread (50M scores per block made 1M events peak at 2.4 GB).
+        return max(64, min(16_384, 16_000_000 // max(n_items, 1)))
+
+    def _top_k(self, batch, exclude, k, blocked):
+        """Best ``k`` item columns and scores per user of ``batch``; ineligible ones are -inf."""
+        scores = np.require(self.score(batch), dtype=np.float32, requirements="W")
+        mask_purchased(scores, exclude)
+        if blocked is not None and len(blocked):
+            scores[:, blocked] = -np.inf
+        return top_n(scores, k)
+
+    def recommend(
+        self,
+        users: np.ndarray,
+        exclude: sp.csr_matrix,
+        n: int,
+        *,
+        blocked: np.ndarray | None = None,
+        categories: np.ndarray | None = None,
+        max_per_category: int | None = None,
+        batch_size: int | None = None,
+    ) -> Recommendations:
+        """Top-``n`` eligible items for each row index in ``users`` (-1 pads a short list).
+
+        The default batch keeps one dense score block near 16M floats (64 MB).
+        """
+        users = np.asarray(users)
+        capped = max_per_category is not None and categories is not None and categories.max() > 0
+        k = min(n * 4 if capped else n, exclude.shape[1])
+
+        def finish(top, top_scores):
+            if capped:
+                top, top_scores = cap_categories(top, top_scores, categories, max_per_category, n)
+            top[~np.isfinite(top_scores)] = -1
+            return top, top_scores
+
+        self._prepare_scoring(users, exclude, n, k, blocked)
+        try:
+            items, scores = self._top_k_batches(users, exclude, k, blocked, n, finish, batch_size)
+        finally:
+            self._finish_scoring()
+        return Recommendations(items=items, scores=scores)
+
+    def _top_k_batches(self, users, exclude, k, blocked, width, finish=None, batch_size=None):
+        """``_top_k`` for every user, one batch per core; ``finish`` post-processes a batch.
+
+        Returns ``width`` columns per user (-1 and -inf pad a short list).
+        """
+        out_items = np.full((len(users), width), -1, dtype=np.int64)
+        out_scores = np.full((len(users), width), -np.inf, dtype=np.float32)
+        size = batch_size or self._batch_size(exclude.shape[1])
+
+        def one_batch(start: int) -> None:
+            batch = users[start : start + size]
+            top, top_scores = self._top_k(batch, exclude[batch].tocsr(), k, blocked)
+            if finish is not None:
+                top, top_scores = finish(top, top_scores)
+            m = min(width, top.shape[1])
+            out_items[start : start + len(batch), :m] = top[:, :m]
+            out_scores[start : start + len(batch), :m] = top_scores[:, :m]
+
+        each_in_threads(one_batch, range(0, len(users), size))
+        return out_items, out_scores
+
+    def _prepare_scoring(self, users, exclude, n, k, blocked) -> None:
+        """Hook run before the batches of one ``recommend`` call (see ALSRecommender)."""
+
+    def _finish_scoring(self) -> None:
+        """Hook run after the batches of one ``recommend`` call."""

@@ -1,0 +1,234 @@
+"""Writing a night's recommendation tables to the DuckDB work database.
+
+Only what Python computes is written here: the lists (with their reasons decoded to text), the
+candidates' metrics, the item similarities and the model kept between refits. Each night's lists,
+kept state and metrics go in one transaction, so a failed night leaves last night's tables whole.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from seg_pipeline.lib.privacy import ensure_privacy_tables
+from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
+from seg_pipeline.lib.recommendations.kept_model import KeptModel, save_state
+from seg_pipeline.lib.recommendations.lists import Lists
+from seg_pipeline.lib.recommendations.nightly import RefitNight, RescoreNight
+
+
+def write_refit_night(
+    con: duckdb.DuckDBPyConnection,
+    night: RefitNight,
+    kept: KeptModel | None,
+    metrics: pd.DataFrame,
+    *,
+    model_run_id: str,
+    run_id: str,
+    key: str,
+) -> tuple[int, int]:
+    """Replace the lists, keep the new model (or drop the old one) and add tonight's metrics,
+    in one transaction; returns the lists' row and customer counts."""
+    con.execute("begin transaction")
+    write_lists(
+        con,
+        night.lists,
+        night.full,
+        model=night.champion.name,
+        model_run_id=model_run_id,
+        run_id=run_id,
+        key=key,
+    )
+    save_state(con, night.full.user_ids, night.fingerprints, kept, refit=True)
+    con.register("metrics_df", metrics)
+    con.execute(
+        "create table if not exists recommendation_metrics as select * from metrics_df where false"
+    )
+    con.execute("delete from recommendation_metrics where as_of = $as_of", {"as_of": night.as_of})
+    con.execute("insert into recommendation_metrics by name select * from metrics_df")
+    con.execute("commit")
+    con.unregister("metrics_df")
+    return list_counts(con)
+
+
+def write_rescore_night(
+    con: duckdb.DuckDBPyConnection, night: RescoreNight, *, run_id: str, key: str
+) -> tuple[int, int]:
+    """Replace the re-scored customers' lists (the others keep theirs) and tonight's history
+    fingerprints, in one transaction; returns the lists' row and customer counts."""
+    con.execute("begin transaction")
+    write_lists(
+        con,
+        night.lists,
+        night.full,
+        model=night.champion.name,
+        model_run_id=night.kept.model_run_id,
+        run_id=run_id,
+        key=key,
+        reuse=night.kept_customers,
+    )
+    save_state(con, night.full.user_ids, night.fingerprints, refit=False)
+    con.execute("commit")
+    return list_counts(con)
+
+
+def write_item_similarities(
+    con: duckdb.DuckDBPyConnection,
+    item_ids: np.ndarray,
+    pairs: tuple,
+    *,
+    method: str,
+    run_id: str,
+) -> dict:
+    """Replace ``item_similarities`` with ``pairs`` (``neighbours.item_similarity_pairs``);
+    returns its metadata."""
+    rows, cols, vals = pairs
+    con.register("sim_pairs", pa.table({"i": rows, "j": cols, "score": vals}))
+    con.register(
+        "sim_item_ids",
+        pa.table({"idx": np.arange(len(item_ids)), "item_id": item_ids.astype(str)}),
+    )
+    con.execute(
+        """
+        create or replace table item_similarities as
+        select a.item_id,
+               row_number() over (partition by a.item_id order by p.score desc, b.item_id)
+                   as rank,
+               b.item_id as similar_item_id, p.score::double as score,
+               $method as method, $run_id as run_id
+        from sim_pairs p
+        join sim_item_ids a on a.idx = p.i
+        join sim_item_ids b on b.idx = p.j
+        """,
+        {"method": method, "run_id": run_id},
+    )
+    con.unregister("sim_pairs")
+    con.unregister("sim_item_ids")
+    n_rows, n_items = con.execute(
+        "select count(*), count(distinct item_id) from item_similarities"
+    ).fetchall()[0]
+    return {"dagster/row_count": n_rows, "items_with_neighbours": n_items, "method": method}
+
+
+def list_counts(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    return tuple(
+        con.execute(
+            "select count(*), count(distinct customer_id) from customer_recommendations"
+        ).fetchall()[0]
+    )
+
+
+def write_lists(
+    con: duckdb.DuckDBPyConnection,
+    lists: Lists,
+    full: InteractionMatrix,
+    *,
+    model: str,
+    model_run_id: str,
+    run_id: str,
+    key: str,
+    reuse: np.ndarray | None = None,
+) -> None:
+    """Replace ``customer_recommendations`` with tonight's lists; the caller holds the
+    transaction (``write_refit_night``, ``write_rescore_night``).
+
+    ``reuse`` lists the customers whose rows from the previous night are kept as they are (only
+    the run id changes). Their reasons name an item the customer bought or looked at, whose text
+    is part of the kept model's catalogue signature (state.py), so that text is current too.
+    """
+    long = pa.table(
+        {
+            "u": lists.users,
+            "rank": lists.ranks,
+            "i": lists.items,
+            "score": lists.scores,
+            "b": lists.because,
+            "reason": lists.reason,
+            "source": lists.source,
+            "bought": lists.bought,
+        }
+    )
+    user_ids = pa.table(
+        {"u": np.arange(full.shape[0]), "customer_id": pa.array(full.user_ids, pa.string())}
+    )
+    item_ids = pa.table(
+        {"i": np.arange(full.shape[1]), "item_id": pa.array(full.item_ids, pa.string())}
+    )
+    tables = {
+        "recs_long": long,
+        "user_ids": user_ids,
+        "item_ids": item_ids,
+        "reused_ids": pa.table(
+            {"customer_id": pa.array([] if reuse is None else reuse, pa.string())}
+        ),
+    }
+    for name, value in tables.items():
+        con.register(name, value)
+    ensure_privacy_tables(con)
+    reused = (
+        "select * replace ($run_id as run_id) from customer_recommendations "
+        "where customer_id in (select customer_id from reused_ids) "
+        "and customer_id not in (select customer_id from recommendation_opt_outs) "
+        "union all by name "
+        if reuse is not None and len(reuse)
+        else ""
+    )
+    # Customers who opted out get no list; they are kept by id (work file only) so the checks
+    # can tell an opt-out from a missing list.
+    con.execute(
+        """
+        create or replace table recommendation_opt_outs as
+        select customer_id from user_ids
+        where sha256($key || ':' || customer_id)
+              in (select customer_hash from opted_out_customers)
+        """,
+        {"key": key},
+    )
+    # Text is looked up per customer and per item first, so the 8.7M rows at 10M events join on
+    # integers only (4.4-5.1 s -> 4.1-4.2 s for this statement, with identical rows).
+    con.execute(
+        f"""
+        create or replace table customer_recommendations_next as
+        with users as (
+            select users.u, users.customer_id, seg.segment_name
+            from user_ids users
+            left join customer_segments seg using (customer_id)
+            where users.customer_id not in (select customer_id from recommendation_opt_outs)
+        ),
+        because as (
+            select b.i, b.item_id, bc.title
+            from item_ids b
+            left join item_catalog bc using (item_id)
+        )
+        {reused}
+        select
+            users.customer_id,
+            r.rank::integer as rank,
+            items.item_id,
+            r.score,
+            case when r.source = 0 then $model else 'segment_popularity' end as model,
+            case
+                when r.reason = 0 and r.bought then 'Because you bought ' || b.title
+                when r.reason = 0 then 'Because you looked at ' || b.title
+                when r.reason = 1 and r.bought
+                    then 'Similar to ' || b.title || ', which you bought'
+                when r.reason = 1 then 'Similar to ' || b.title || ', which you looked at'
+                when r.reason = 3 then 'Popular in your segment: ' || users.segment_name
+                else 'Popular in the shop right now'
+            end as reason,
+            b.item_id as because_item_id,
+            $model_run_id as model_run_id,
+            $run_id as run_id
+        from recs_long r
+        join users on users.u = r.u
+        join item_ids items on items.i = r.i
+        left join because b on b.i = r.b
+        """,
+        {"model": model, "model_run_id": model_run_id, "run_id": run_id},
+    )
+    con.execute("drop table if exists customer_recommendations")
+    con.execute("alter table customer_recommendations_next rename to customer_recommendations")
+    for name in tables:
+        con.unregister(name)
