@@ -125,11 +125,11 @@ def _meta(metadata) -> str:
 def _imports_without_gc():
     """Import the pipeline with the cyclic garbage collector paused, then freeze what exists.
 
-    Importing Dagster, dbt's adapter, MLflow and scikit-learn allocates about 800k objects, and
-    the collector kept rescanning them: the import took 7.9 s instead of 5.7 s. ``gc.freeze``
-    then moves those long-lived objects out of every later collection, including the one at
-    interpreter exit, which took another 2 s. Only the first import in a process does this; a
-    process that already imported the pipeline (the tests) is left as it is.
+    Importing Dagster, dbt's adapter, MLflow and scikit-learn allocates hundreds of thousands of
+    long-lived objects, and the collector kept rescanning them during the import. ``gc.freeze``
+    then moves them out of every later collection, including the one at interpreter exit. Only
+    the first import in a process does this; a process that already imported the pipeline (the
+    tests) is left as it is (figures: bench/RESULTS.md).
     """
     if "seg_pipeline.definitions" in sys.modules:
         yield

@@ -8,6 +8,7 @@ import pytest
 
 from seg_pipeline.definitions import build_definitions
 from seg_pipeline.defs.resources import PipelineSettings
+from seg_pipeline.lib.contract import CONTRACT_TABLES, MAY_BE_EMPTY
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +39,12 @@ def test_job_succeeds_with_every_check_passing(nightly):
 
 def test_contract_tables_are_complete_and_from_one_run(nightly):
     result, con, _, _ = nightly
-    for table in (
-        "customer_rfm",
-        "customer_segments",
-        "segment_profiles",
-        "customer_recommendations",
-        "item_similarities",
-        "segment_recommendations",
-    ):
+    for table in CONTRACT_TABLES:
         n, run_ids = con.execute(f"select count(*), list(distinct run_id) from {table}").fetchall()[
             0
         ]
-        assert n > 0, table
-        assert run_ids == [result.run_id], table
+        assert n > 0 or table in MAY_BE_EMPTY, table
+        assert run_ids == ([result.run_id] if n else []), table
 
 
 def test_rfm_scores_and_segments(nightly):
@@ -185,8 +179,10 @@ def test_segment_charts_and_report_are_attached(nightly):
     )
     assert "data:image/png;base64," in meta["customer_segments"]["Dendrogram"].value
     assert "data:image/png;base64," in meta["segment_profiles"]["RFM grid"].value
-    report = meta["customer_segments"]["report"].value
-    assert "<table>" in Path(report).read_text()
+    # The report is its own step, after the migration model; it embeds the charts the
+    # selection logged to MLflow.
+    report = Path(meta["segment_report"]["path"].value).read_text()
+    assert "<table>" in report and report.count("data:image/png;base64,") >= 4
     for key in ("forecast_eta2", "rfm_segment_forecast_eta2", "rfm_cell_forecast_eta2"):
         assert 0 <= meta["customer_segments"][key].value <= 1
 

@@ -12,15 +12,8 @@ import pytest
 
 from seg_pipeline.definitions import build_definitions
 from seg_pipeline.defs.resources import PipelineSettings
+from seg_pipeline.lib.contract import CONTRACT_TABLES
 
-CONTRACT = [
-    "customer_rfm",
-    "customer_segments",
-    "segment_profiles",
-    "customer_recommendations",
-    "item_similarities",
-    "segment_recommendations",
-]
 # Columns that legitimately differ between two runs on the same input.
 RUN_COLUMNS = {
     "run_id",
@@ -94,7 +87,14 @@ def two_runs(tmp_path_factory, small_shop_files):
     before = _snapshot(settings.published_path)
     stop = root / "stop"
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(settings.published_path), str(stop), ",".join(CONTRACT)],
+        [
+            sys.executable,
+            "-c",
+            READER,
+            str(settings.published_path),
+            str(stop),
+            ",".join(CONTRACT_TABLES),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -152,7 +152,7 @@ def _published_run(path):
     runs = con.execute("select distinct run_id from publication").fetchall()
     counts = {
         t: con.execute(f"select count(*), list(distinct run_id) from {t}").fetchall()[0]
-        for t in CONTRACT
+        for t in CONTRACT_TABLES
     }
     con.close()
     return runs, counts

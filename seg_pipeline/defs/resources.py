@@ -104,12 +104,12 @@ class MLflowTracking(dg.ConfigurableResource):
         """Open this URI's tracking store ahead of the first MLflow run.
 
         Opening the SQLite store (an SQLAlchemy engine and a schema check) is a one-off cost of
-        the first MLflow call in a process, about 1 s. The dbt step calls this while dbt starts
-        in its own process, when this one has nothing else to do; MLflow caches the store per
-        URI, so the runs reuse it. (Importing skops here too, which ``mlflow.sklearn.log_model``
-        needs, saved another 1.7 s, but the 10M benchmark's peak RSS then rose from 3.1 to
-        3.9 GB in both of two runs, so skops is still imported where it is used.) A warm-up that
-        fails is ignored: the first real call repeats it and raises the error where it belongs.
+        the first MLflow call in a process. The dbt step calls this while dbt starts in its own
+        process, when this one has nothing else to do; MLflow caches the store per URI, so the
+        runs reuse it. (Importing skops here too, which ``mlflow.sklearn.log_model`` needs, also
+        saved time but raised the 10M benchmark's peak memory, so skops is imported where it is
+        used.) A warm-up that fails is ignored: the first real call repeats it and raises the
+        error where it belongs.
         """
         try:
             import mlflow
@@ -122,12 +122,12 @@ class MLflowTracking(dg.ConfigurableResource):
     def preload_model_logging(self) -> None:
         """Import what ``mlflow.sklearn.log_model`` needs on a second thread, and return.
 
-        skops, the safe model format, takes about 2 s to import (it lists every scikit-learn
-        type it trusts), all in one thread at the end of the segmentation step, when nothing
-        else runs. Started at the step's beginning it overlaps loading and preparing the
-        features, which leave a core idle. Python's import lock makes ``log_model`` wait for an
+        skops, the safe model format, is slow to import (it lists every scikit-learn type it
+        trusts), all in one thread at the end of the segmentation step, when nothing else runs.
+        Started at the step's beginning it overlaps loading and preparing the features, which
+        leave a core idle. Python's import lock makes ``log_model`` wait for an
         import still in progress; an import that fails here fails again there, with its error.
-        (Started in the dbt step instead, two 10M runs peaked at 3.9 GB instead of 3.1 GB.)
+        (Started in the dbt step instead, the 10M benchmark's peak memory rose.)
         """
 
         def load() -> None:
@@ -182,8 +182,7 @@ class MLflowTracking(dg.ConfigurableResource):
         """One finished child run of ``parent`` per ``(name, params, metrics)``.
 
         Three store calls per child (create, one batch, terminate) on one client, where a fluent
-        ``start_run`` per child also looked the experiment and the parent up again: 48 children
-        took 1.2 s this way and 1.9 s through fluent runs, measured alone on SQLite.
+        ``start_run`` per child also looks the experiment and the parent up again.
         """
         from mlflow import MlflowClient
         from mlflow.entities import Metric, Param

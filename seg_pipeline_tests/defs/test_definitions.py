@@ -1,15 +1,7 @@
 import dagster as dg
 
 from seg_pipeline.definitions import defs
-
-CONTRACT_TABLES = {
-    "customer_rfm",
-    "customer_segments",
-    "segment_profiles",
-    "customer_recommendations",
-    "item_similarities",
-    "segment_recommendations",
-}
+from seg_pipeline.lib.contract import PUBLISHED_TABLES
 
 
 def test_nightly_job_covers_every_asset():
@@ -17,7 +9,7 @@ def test_nightly_job_covers_every_asset():
     all_keys = defs.resolve_asset_graph().get_all_asset_keys()
     in_job = set(job.asset_layer.asset_graph.get_all_asset_keys())
     assert all_keys <= in_job
-    assert {dg.AssetKey(t) for t in CONTRACT_TABLES} <= all_keys
+    assert {dg.AssetKey(t) for t in PUBLISHED_TABLES} <= all_keys
     assert dg.AssetKey("published_database") in all_keys
 
 

@@ -11,7 +11,7 @@ with ingest as (
 cutoffs as (
 
     select as_of as current_cutoff,
-           as_of - {{ var('forecast_horizon_days') }}::integer as holdout_cutoff
+           {{ days_before(var('forecast_horizon_days'), 'as_of') }} as holdout_cutoff
     from ingest
 
 ),
@@ -33,13 +33,13 @@ pricing as (
 
 -- Both snapshots come from one pass over the events: each aggregate is computed once per
 -- cut-off with a filter, instead of joining the events to the two cut-offs, which doubled the
--- rows. At 10M events: 8.8-10.3 s that way, 6.4-7.6 s this way, with identical rows.
+-- rows.
 flagged as (
 
     select
         events.customer_id, events.order_id, events.event_type, events.event_ts,
         events.quantity, events.category,
-        case when pricing.has_prices then events.revenue else events.quantity::decimal(18, 4) end
+        case when pricing.has_prices then events.revenue else cast(events.quantity as decimal(18, 4)) end
             as amount,
         events.event_ts < cutoffs.holdout_cutoff as in_holdout,
         events.event_ts >= cutoffs.holdout_cutoff as in_horizon
@@ -56,7 +56,7 @@ orders as (
            min(event_ts) filter (where in_holdout) as ordered_at_holdout,
            sum(amount) filter (where in_holdout) as order_value_holdout
     from flagged where event_type = 'purchase'
-    group by all
+    group by customer_id, order_id
 
 ),
 
@@ -68,17 +68,17 @@ customer_orders as (
         max(o.ordered_at) as last_purchase_at,
         count(*) as frequency,
         sum(o.order_value) as gross_value,
-        count(*) filter (where o.ordered_at >= c.current_cutoff - 90) as orders_last_90d,
-        count(*) filter (where o.ordered_at >= c.current_cutoff - 180
-                           and o.ordered_at < c.current_cutoff - 90) as orders_prior_90d,
+        count(*) filter (where o.ordered_at >= {{ days_before(90, 'c.current_cutoff') }}) as orders_last_90d,
+        count(*) filter (where o.ordered_at >= {{ days_before(180, 'c.current_cutoff') }}
+                           and o.ordered_at < {{ days_before(90, 'c.current_cutoff') }}) as orders_prior_90d,
         min(o.ordered_at_holdout) as first_purchase_at_holdout,
         max(o.ordered_at_holdout) as last_purchase_at_holdout,
         count(o.ordered_at_holdout) as frequency_holdout,
         sum(o.order_value_holdout) as gross_value_holdout,
-        count(*) filter (where o.ordered_at_holdout >= c.holdout_cutoff - 90)
+        count(*) filter (where o.ordered_at_holdout >= {{ days_before(90, 'c.holdout_cutoff') }})
             as orders_last_90d_holdout,
-        count(*) filter (where o.ordered_at_holdout >= c.holdout_cutoff - 180
-                           and o.ordered_at_holdout < c.holdout_cutoff - 90)
+        count(*) filter (where o.ordered_at_holdout >= {{ days_before(180, 'c.holdout_cutoff') }}
+                           and o.ordered_at_holdout < {{ days_before(90, 'c.holdout_cutoff') }})
             as orders_prior_90d_holdout
     from orders o cross join cutoffs c
     group by o.customer_id
@@ -145,7 +145,7 @@ category_counts as (
            count(*) as n,
            count(*) filter (where in_holdout) as n_holdout
     from flagged where event_type = 'purchase'
-    group by all
+    group by customer_id, category
 
 ),
 
@@ -153,13 +153,13 @@ category_mix as (
 
     select 'current' as snapshot, customer_id,
            count(*) as n_categories,
-           max(n)::double / sum(n) as top_category_share
+           cast(max(n) as double) / sum(n) as top_category_share
     from category_counts
     group by customer_id
     union all
     select 'holdout', customer_id,
            count(*),
-           max(n_holdout)::double / sum(n_holdout)
+           cast(max(n_holdout) as double) / sum(n_holdout)
     from category_counts
     where n_holdout > 0
     group by customer_id
@@ -172,13 +172,14 @@ measured as (
         p.snapshot,
         p.cutoff_date,
         p.customer_id,
-        date_diff('day', p.last_purchase_at::date, p.cutoff_date) as recency_days,
+        {{ dbt.datediff('cast(p.last_purchase_at as date)', 'p.cutoff_date', 'day') }} as recency_days,
         p.frequency,
         p.gross_value - coalesce(r.returned_value, 0) as monetary,
-        date_diff('day', p.first_purchase_at::date, p.cutoff_date) as tenure_days,
+        {{ dbt.datediff('cast(p.first_purchase_at as date)', 'p.cutoff_date', 'day') }} as tenure_days,
         p.gross_value / p.frequency as avg_order_value,
         case when p.frequency > 1
-            then date_diff('day', p.first_purchase_at, p.last_purchase_at) / (p.frequency - 1)
+            then {{ dbt.datediff('p.first_purchase_at', 'p.last_purchase_at', 'day') }}
+                / (p.frequency - 1)
         end as mean_interpurchase_days,
         coalesce(r.returned_units / nullif(r.bought_units, 0), 0) as return_rate,
         coalesce(m.n_categories, 0) as n_categories,
@@ -196,9 +197,9 @@ measured as (
 scored as (
 
     select *,
-        least(5, 1 + floor(5 * percent_rank() over (partition by snapshot order by recency_days desc)))::integer as r_score,
-        least(5, 1 + floor(5 * percent_rank() over (partition by snapshot order by frequency)))::integer as f_score,
-        least(5, 1 + floor(5 * percent_rank() over (partition by snapshot order by monetary)))::integer as m_score
+        cast(least(5, 1 + floor(5 * percent_rank() over (partition by snapshot order by recency_days desc))) as integer) as r_score,
+        cast(least(5, 1 + floor(5 * percent_rank() over (partition by snapshot order by frequency))) as integer) as f_score,
+        cast(least(5, 1 + floor(5 * percent_rank() over (partition by snapshot order by monetary))) as integer) as m_score
     from measured
 
 ),
@@ -207,7 +208,8 @@ final as (
 
     select
         scored.*,
-        scored.r_score::varchar || scored.f_score::varchar || scored.m_score::varchar as rfm_cell,
+        cast(scored.r_score as {{ dbt.type_string() }}) || cast(scored.f_score as {{ dbt.type_string() }})
+            || cast(scored.m_score as {{ dbt.type_string() }}) as rfm_cell,
         segment_map.rfm_segment,
         -- Customers who bought once have no interval yet: use their tenure, the best lower bound.
         coalesce(scored.mean_interpurchase_days, scored.tenure_days) as interpurchase_days_filled,

@@ -43,7 +43,7 @@ returns as (
 
 countries as (
 
-    select customer_id, mode(country) as country
+    select customer_id, {{ most_frequent('country') }} as country
     from events
     where country is not null
     group by customer_id
@@ -71,7 +71,8 @@ measured as (
         countries.country,
         customers.first_purchase_at,
         customers.last_purchase_at,
-        date_diff('day', customers.last_purchase_at::date, ingest.as_of) as recency_days,
+        {{ dbt.datediff('cast(customers.last_purchase_at as date)', 'ingest.as_of', 'day') }}
+            as recency_days,
         customers.frequency,
         case
             when pricing.has_prices
@@ -92,9 +93,9 @@ scored as (
 
     select
         *,
-        least(5, 1 + floor(5 * percent_rank() over (order by recency_days desc)))::integer as r_score,
-        least(5, 1 + floor(5 * percent_rank() over (order by frequency)))::integer as f_score,
-        least(5, 1 + floor(5 * percent_rank() over (order by monetary)))::integer as m_score
+        cast(least(5, 1 + floor(5 * percent_rank() over (order by recency_days desc))) as integer) as r_score,
+        cast(least(5, 1 + floor(5 * percent_rank() over (order by frequency))) as integer) as f_score,
+        cast(least(5, 1 + floor(5 * percent_rank() over (order by monetary))) as integer) as m_score
     from measured
 
 ),
@@ -113,7 +114,8 @@ final as (
         scored.r_score,
         scored.f_score,
         scored.m_score,
-        scored.r_score::varchar || scored.f_score::varchar || scored.m_score::varchar as rfm_cell,
+        cast(scored.r_score as {{ dbt.type_string() }}) || cast(scored.f_score as {{ dbt.type_string() }})
+            || cast(scored.m_score as {{ dbt.type_string() }}) as rfm_cell,
         segment_map.rfm_segment,
         scored.as_of,
         '{{ var("run_id") }}' as run_id

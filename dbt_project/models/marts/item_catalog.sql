@@ -19,7 +19,7 @@ event_items as (
         count(*) filter (where event_type = 'purchase' and customer_id is null) as n_anonymous_lines,
         coalesce(sum(revenue) filter (where event_type = 'purchase'), 0)
             - coalesce(sum(revenue) filter (where event_type = 'return'), 0) as net_revenue,
-        median(unit_price) filter (where event_type = 'purchase') as median_price,
+        {{ median_of('unit_price') }} filter (where event_type = 'purchase') as median_price,
         min(event_ts) as first_seen_at,
         max(event_ts) as last_seen_at
     from events
@@ -28,7 +28,7 @@ event_items as (
 ),
 
 -- Buyers and orders are counted over distinct pairs: cheaper than count(distinct) with a filter
--- inside the aggregate above (4.4 s → 2.8 s for this model at 10M events).
+-- inside the aggregate above.
 buyers as (
 
     select item_id, count(customer_id) as n_buyers

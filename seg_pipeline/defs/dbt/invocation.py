@@ -60,10 +60,10 @@ def start_parse(work_path: Path, run_id: str) -> None:
     """Start ``dbt parse`` with the exact vars that run ``run_id``'s ``dbt build`` will pass.
 
     dbt parses the whole project again whenever the vars change, and the run id changes every
-    run; with a parse saved for the same vars, ``dbt build`` re-reads it instead (at 10M events
-    its start took about 1.6 s less). The CLI starts this before it imports the pipeline, on the
-    core the import leaves idle; the dbt step waits for it (``wait_for_parse``) so that the two
-    never write the target folder at once. A failed parse only costs that saving: ``dbt build``
+    run; with a parse saved for the same vars, ``dbt build`` re-reads it instead. The CLI
+    starts this before it imports the pipeline, on the core the import leaves idle; the dbt
+    step waits for it (``wait_for_parse``) so that the two never write the target folder at
+    once. A failed parse only costs that saving: ``dbt build``
     then parses as before.
     """
     target = target_path(work_path)

@@ -9,11 +9,11 @@ from packaging import version
 class LocalDbtCliResource(DbtCliResource):
     """dagster-dbt's ``DbtCliResource`` for a dbt-core installed beside this Python.
 
-    Before every ``dbt`` command the stock resource runs ``dbt --version`` in a subprocess (2.5 s
-    here, and it asks PyPI for the latest release) and opens a dbt adapter in this process (2 s)
-    that only ``fetch_row_counts`` and ``fetch_column_metadata`` use, which we do not call. The
-    version is read from the installed package instead and no adapter is opened. Both overrides
-    are of private members: if dagster-dbt renames them, the stock behaviour simply returns.
+    Before every ``dbt`` command the stock resource runs ``dbt --version`` in a subprocess (which
+    also asks PyPI for the latest release) and opens a dbt adapter in this process that only
+    ``fetch_row_counts`` and ``fetch_column_metadata`` use, which we do not call. The version is
+    read from the installed package instead and no adapter is opened. Both overrides are of
+    private members: if dagster-dbt renames them, the stock behaviour simply returns.
     """
 
     @cached_property

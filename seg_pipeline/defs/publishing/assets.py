@@ -4,26 +4,11 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from seg_pipeline.defs.resources import PipelineSettings
+from seg_pipeline.lib.contract import CONTRACT_TABLES, PUBLISHED_TABLES
 from seg_pipeline.lib.published_file import publish_tables
 
-# Tables consumers read (contract section 3, plus the catalogue for item titles). Each must carry
-# the current run's id when it is published, so no reader ever sees tables from two runs.
-CONTRACT_TABLES = [
-    "customer_rfm",
-    "customer_segments",
-    "segment_profiles",
-    "customer_recommendations",
-    "item_similarities",
-    "segment_recommendations",
-    "segment_migration",
-    "item_catalog",
-    "quarantined_events",
-]
-# History tables keep rows of earlier runs by design.
-HISTORY_TABLES = ["recommendation_metrics", "segment_history"]
 
-
-@dg.asset(deps=CONTRACT_TABLES + HISTORY_TABLES, group_name="publishing")
+@dg.asset(deps=list(PUBLISHED_TABLES), group_name="publishing")
 def published_database(
     context: dg.AssetExecutionContext, settings: PipelineSettings, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
@@ -43,7 +28,7 @@ def published_database(
                 "nightly_job so that consumers never see tables from two runs"
             )
         counts = publish_tables(
-            con, settings.published_path, CONTRACT_TABLES + HISTORY_TABLES, run_id=context.run_id
+            con, settings.published_path, list(PUBLISHED_TABLES), run_id=context.run_id
         )
     return dg.MaterializeResult(
         metadata={

@@ -59,8 +59,8 @@ NATIVE_TYPES["unit_price"] = NATIVE_TYPES["value"] = NATIVE_TYPES["quantity"]
 def typed_or_text(cols: dict[str, str], name: str) -> str:
     """The column itself when its landed type is already the canonical one, else ``text_column``.
 
-    Printing a typed timestamp or number as text only to parse it back took about 4 s of the
-    10 s type-and-classify pass at 10M Parquet rows.
+    Printing a typed timestamp or number as text only to parse it back was a large share of the
+    type-and-classify pass on Parquet input.
     """
     if cols.get(name, "").upper() in NATIVE_TYPES.get(name, ()):
         return f'"{name}"'
@@ -71,7 +71,7 @@ def timestamp_sql(landed_type: str | None) -> str:
     """SQL for ``n.event_ts`` as a UTC timestamp, NULL when it does not parse.
 
     Text with an offset is converted to UTC, text without one is taken as UTC. A typed column is
-    only converted (casting a typed timestamp through timestamptz cost 1 s per 10M rows).
+    only converted (casting a typed timestamp through timestamptz costs a pass over the rows).
     """
     landed = (landed_type or "").upper()
     if landed == "TIMESTAMP WITH TIME ZONE":

@@ -81,7 +81,7 @@ def land(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
 
     CSV lands as an all-text table (line numbers need the rejects first). Parquet lands as a
     view over the files: its rows are read once, by the classifying pass, instead of being
-    copied into a table first (ingest at 10M events: 13.6-15.3 s instead of 17.7-20.4 s).
+    copied into a table first.
     """
     drop_landing(con, ("_landing", "_landing_raw", "_rejects", "_reject_errors", "_reject_scans"))
     if file_kind(files[0]) == "parquet":

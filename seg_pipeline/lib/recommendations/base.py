@@ -47,7 +47,7 @@ class Recommender:
 
     def _batch_size(self, n_items: int) -> int:
         # One dense block (batch × scored items) per thread, about 16M scores: with selection's
-        # temporaries ~200 MB per thread (50M scores per block made 1M events peak at 2.4 GB).
+        # temporaries a few hundred MB per thread; larger blocks raised the peak memory.
         return max(64, min(16_384, 16_000_000 // max(n_items, 1)))
 
     def _top_k(self, batch, exclude, k, blocked):

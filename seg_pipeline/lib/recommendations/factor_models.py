@@ -111,12 +111,10 @@ class ALSRecommender(Recommender):
         A warm refit starts from the item factors of the previous ``fit`` (when ``data`` has
         the same item columns) and runs ``warm_start_iterations`` instead of ``iterations``:
         the champion, chosen on a sample, is refitted on everyone from its sample solution. On
-        the 10M benchmark's held-out month (16 factors), warm refits from a 50k-customer fit
-        matched 8 cold iterations (NDCG@10 0.0930): 3 warm iterations gave 0.0930 with higher
-        precision and recall (0.0331 vs 0.0327, 0.126 vs 0.125) in 6.2 s instead of 15 s, and 4
-        gave 0.0931 in 8.3 s. From a 100k-customer fit: 3 → 0.0929, 4 → 0.0933. The published
-        user factors come from ``fold_in`` after the fit: 3 warm iterations then scored 0.0930
-        (fit 5.4 s + fold-in 1.5 s) and 2 scored 0.0929 (4.3 s + 1.7 s), the nightly default.
+        the 10M benchmark's held-out month, two or three warm iterations from a 50k-customer fit
+        matched eight cold ones in NDCG@10 in a fraction of the time; the published user
+        factors come from ``fold_in`` after the fit, and two warm iterations are the nightly
+        default (the figures are in bench/RESULTS.md).
         """
         weights = data.weights.tocsr()
         if self.bm25:
@@ -216,8 +214,8 @@ class ALSRecommender(Recommender):
         return super()._batch_size(len(self._pool[0]) if self._pool is not None else n_items)
 
     def _top_k(self, batch, exclude, k, blocked):
-        """Exact: the base dense path (one matmul per batch, block-max selection), which ran 2×
-        faster than implicit's ``topk`` at 10M events. With a pool: only the pool's columns."""
+        """Exact: the base dense path (one matmul per batch, block-max selection), which beat
+        implicit's ``topk`` at 10M events. With a pool: only the pool's columns."""
         if self._pool is None:
             return super()._top_k(batch, exclude, k, blocked)
         pool, position = self._pool

@@ -51,7 +51,8 @@ def feature_matrix(frame: pd.DataFrame, features: tuple[str, ...] = RFM_FEATURES
     missing = [c for c in features if c not in frame.columns]
     if missing:
         raise ValueError(f"feature frame lacks column(s) {missing}")
-    raw = frame[list(features)].to_numpy(dtype=float)
+    # A copy: pandas may hand out a read-only view, and the logs below are taken in place.
+    raw = frame[list(features)].to_numpy(dtype=float, copy=True)
     if np.isnan(raw).any():
         bad = [f for f, col in zip(features, raw.T, strict=True) if np.isnan(col).any()]
         raise ValueError(f"features contain NaN in {bad}")

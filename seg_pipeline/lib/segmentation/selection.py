@@ -107,8 +107,7 @@ def _score(x, labels, centroids, sample, model=None) -> dict:
     nan = float("nan")
     metrics = {"silhouette": nan, "davies_bouldin": nan, "calinski_harabasz": nan}
     if 1 < len(np.unique(s_labels)) < len(sample):
-        # The sample's distances are shared by every candidate in the space: silhouette from the
-        # stored matrix took 0.03 s instead of 0.12 s per candidate on 3k customers.
+        # The sample's distances are shared by every candidate in the space: computed once.
         distances = _cached(("distances", _content_key(sub)), lambda: pairwise_distances(sub))
         metrics = {
             "silhouette": float(silhouette_score(distances, s_labels, metric="precomputed")),

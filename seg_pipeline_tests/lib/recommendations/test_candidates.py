@@ -11,13 +11,14 @@ from seg_pipeline.lib.recommendations.blends import HybridRecommender
 from seg_pipeline.lib.recommendations.content import ContentRecommender
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
-from seg_pipeline.lib.recommendations.lists import REASON_CODES, build_lists, has_bought
+from seg_pipeline.lib.recommendations.lists import build_lists, has_bought
 from seg_pipeline.lib.recommendations.mlflow_export import HistoryRecommender, export_model
 from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
 from seg_pipeline.lib.recommendations.popularity import (
     PopularityRecommender,
     SegmentPopularityRecommender,
 )
+from seg_pipeline.lib.recommendations.reasons import Reason
 
 
 def _data(dense, **extra):
@@ -101,12 +102,12 @@ def test_lists_apply_rules_cold_start_and_reasons():
     assert not ((frame["users"] == 0) & frame["items"].isin([1])).any()  # bought, not repeatable
     assert not (frame["items"] == 5).any()  # blocked
     cold = frame[frame["users"] == 3]
-    assert (cold["source"] == 1).all() and (cold["reason"] == REASON_CODES["segment"]).all()
+    assert (cold["source"] == 1).all() and (cold["reason"] == Reason.SEGMENT).all()
     warm = frame[frame["users"] < 3]
     assert (
         warm.groupby("users")["ranks"].apply(list).map(lambda r: r == list(range(1, len(r) + 1)))
     ).all()
-    assert set(warm["reason"]) <= {REASON_CODES["because"], REASON_CODES["popular"]}
+    assert set(warm["reason"]) <= {Reason.BECAUSE, Reason.POPULAR}
     # Here every interaction is a purchase, so every explained list says "bought".
     explained = frame[frame["because"] >= 0]
     assert len(explained) and explained["bought"].all()

@@ -1,0 +1,21 @@
+"""The tables of the public surface (README, "Published tables"), in one list for the publishing
+step, the checks and the tests."""
+
+# Every row of these carries the run id of the run that published them: a reader never sees
+# tables from two runs.
+CONTRACT_TABLES = (
+    "customer_rfm",
+    "customer_segments",
+    "segment_profiles",
+    "customer_recommendations",
+    "item_similarities",
+    "segment_recommendations",
+    "segment_migration",
+    "item_catalog",
+    "quarantined_events",
+)
+# History tables keep rows of earlier runs by design.
+HISTORY_TABLES = ("recommendation_metrics", "segment_history")
+PUBLISHED_TABLES = CONTRACT_TABLES + HISTORY_TABLES
+# Tables a shop with clean input and one night of history may publish empty.
+MAY_BE_EMPTY = ("quarantined_events",)
