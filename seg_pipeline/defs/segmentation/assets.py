@@ -1,7 +1,6 @@
 """Behavioural segments: the nightly sweep and its report, as thin assets over
 ``seg_pipeline.lib.segmentation`` (the decision is ``nightly.segment_customers``)."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
@@ -74,6 +73,15 @@ class SegmentationConfig(dg.Config):
     )
     random_state: int = Field(default=42, description="Seed for every model and sample.")
 
+    def tracking_params(self) -> dict:
+        """The settings logged with the selection run."""
+        return {
+            "methods": ",".join(self.methods),
+            "scaling": self.scaling,
+            "k_range": f"{self.k_min}-{self.k_max}",
+            "refit": self.refit,
+        }
+
     def to_settings(self) -> SweepSettings:
         values = self.model_dump()
         return SweepSettings(
@@ -129,23 +137,12 @@ def behavioural_segments(
         context, tracking.EXPERIMENT, run_name="segment_selection"
     ) as parent:
         model_run_id = parent.info.run_id
-
-        def write(con_resource):
-            with con_resource.get_connection() as con:
-                tables.write_segment_tables(
-                    con, night, model_run_id=model_run_id, run_id=context.run_id
-                )
-
         # DuckDB writes the tables on a second thread while this one draws and logs.
-        with in_background(write, duckdb) as written:
+        with in_background(_write_tables, duckdb, night, model_run_id, context.run_id) as written:
             chart_pngs = tracking.selection_charts(night, rfm)
-            params = {
-                "methods": ",".join(config.methods),
-                "scaling": config.scaling,
-                "k_range": f"{config.k_min}-{config.k_max}",
-                "refit": config.refit,
-            }
-            tracking.log_selection(context, mlflow_tracking, parent, night, chart_pngs, params)
+            tracking.log_selection(
+                context, mlflow_tracking, parent, night, chart_pngs, config.tracking_params()
+            )
             written.result()
     phases.lap("charts, mlflow logging and tables written")
     figures = {
@@ -155,29 +152,16 @@ def behavioural_segments(
     }
     yield dg.MaterializeResult(
         asset_key="customer_segments",
-        metadata={
-            **figures,
-            "dagster/row_count": len(night.segments),
-            "candidates": dg.MetadataValue.md(night.sweep.table.round(4).to_markdown(index=False)),
-            **tracking.chart_metadata(
-                chart_pngs, ("Choosing the number of segments", "Dendrogram")
-            ),
-        },
+        metadata={**figures, **tracking.segments_metadata(night, chart_pngs)},
     )
     yield dg.MaterializeResult(
-        asset_key="segment_profiles",
-        metadata={
-            "dagster/row_count": len(night.profiles),
-            "segments_table": dg.MetadataValue.md(
-                night.profiles[
-                    ["segment_id", "segment_name", "n_customers", "share", "description"]
-                ]
-                .round(3)
-                .to_markdown(index=False)
-            ),
-            **tracking.chart_metadata(chart_pngs, ("Segment sizes", "RFM grid")),
-        },
+        asset_key="segment_profiles", metadata=tracking.profiles_metadata(night, chart_pngs)
     )
+
+
+def _write_tables(duckdb: DuckDBResource, night, model_run_id: str, run_id: str) -> None:
+    with duckdb.get_connection() as con:
+        tables.write_segment_tables(con, night, model_run_id=model_run_id, run_id=run_id)
 
 
 @dg.asset(

@@ -65,6 +65,27 @@ def selection_charts(night: SegmentationNight, rfm: pd.DataFrame) -> dict[str, b
     return out
 
 
+def segments_metadata(night: SegmentationNight, chart_pngs: dict[str, bytes]) -> dict:
+    """``customer_segments``' metadata: the candidates table and the k-selection charts."""
+    return {
+        "dagster/row_count": len(night.segments),
+        "candidates": dg.MetadataValue.md(night.sweep.table.round(4).to_markdown(index=False)),
+        **chart_metadata(chart_pngs, ("Choosing the number of segments", "Dendrogram")),
+    }
+
+
+def profiles_metadata(night: SegmentationNight, chart_pngs: dict[str, bytes]) -> dict:
+    """``segment_profiles``' metadata: the segments at a glance and their charts."""
+    columns = ["segment_id", "segment_name", "n_customers", "share", "description"]
+    return {
+        "dagster/row_count": len(night.profiles),
+        "segments_table": dg.MetadataValue.md(
+            night.profiles[columns].round(3).to_markdown(index=False)
+        ),
+        **chart_metadata(chart_pngs, ("Segment sizes", "RFM grid")),
+    }
+
+
 def log_selection(
     context: dg.AssetExecutionContext,
     tracking: MLflowTracking,
