@@ -15,6 +15,7 @@ from pathlib import Path
 
 from seg_pipeline.defs.dbt.invocation import start_parse, wait_for_parse
 from seg_pipeline.lib.paths import DEFAULT_DATABASE, work_database_for
+from seg_pipeline.lib.run_lock import RunInProgress, database_lock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--quiet", action="store_true", help="print only the final line")
         p.add_argument(
+            "--wait",
+            type=float,
+            default=float(os.environ.get("SEG_LOCK_WAIT_SECONDS") or 0),
+            metavar="SECONDS",
+            help="if another run is working on the database, wait this long for it "
+            "(default: $SEG_LOCK_WAIT_SECONDS or 0, fail at once)",
+        )
+        p.add_argument(
             "--optout",
             default=os.environ.get("SEG_OPTOUT_PATH") or None,
             help="file of customer ids who get no recommendations",
@@ -49,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--format", default="canonical", choices=["canonical", "online_retail"])
     run.add_argument("--items", default=None, help="optional items file")
     common(run)
+    docs = sub.add_parser(
+        "docs", help="build the dbt docs site of every model and published column (one HTML file)"
+    )
+    docs.add_argument(
+        "--database", default=os.environ.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE)
+    )
     forget = sub.add_parser("forget", help="erase customers everywhere (GDPR article 17)")
     forget.add_argument(
         "--customer",
@@ -152,15 +167,43 @@ def run_pipeline(
     quiet: bool = False,
     tracking_uri: str | None = None,
     optout: str | None = None,
+    wait: float = 0,
+    started: float | None = None,
 ) -> int:
-    """Run ``nightly_job`` in this process and return the exit code (0 on full success)."""
+    """Run ``nightly_job`` in this process and return the exit code (0 on full success).
+
+    The database's run lock is taken first (``lib/run_lock.py``): a second run on the same
+    database fails at once with a line naming the first, or waits ``wait`` seconds for it.
+    """
+    started = time.perf_counter() if started is None else started
+    run_id = str(uuid.uuid4())
+    try:
+        with database_lock(Path(database), run_id, wait_seconds=wait):
+            return _run_locked(
+                run_id, events, fmt, items, as_of, database, quiet, tracking_uri, optout, started
+            )
+    except RunInProgress as exc:
+        print(f"seg-pipeline: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _dagster_instance(dg):
+    """The persistent instance under DAGSTER_HOME (created if the folder is missing), else an
+    ephemeral one; its start-up warnings go to the run log, not to the progress lines."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def _run_locked(run_id, events, fmt, items, as_of, database, quiet, tracking_uri, optout, started):
     if not quiet:
         print(
             "seg-pipeline: loading definitions (dbt manifest, models)…", file=sys.stderr, flush=True
         )
     # The run id is chosen here so that dbt can parse the project for it while the pipeline is
     # imported on the other core; the dbt step waits for that parse (see start_parse).
-    run_id = str(uuid.uuid4())
     start_parse(work_database_for(Path(database).resolve()), run_id)
     with _imports_without_gc():
         import dagster as dg
@@ -198,13 +241,7 @@ def run_pipeline(
         loggers={"progress": progress_logger},
     )
     job = defs.resolve_job_def("nightly_job")
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    started = time.perf_counter()
     with (
         open(log_path, "a") as log,
         contextlib.redirect_stdout(log),
@@ -212,6 +249,7 @@ def run_pipeline(
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")
+        instance = _dagster_instance(dg)
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
@@ -221,13 +259,74 @@ def run_pipeline(
     wait_for_parse(settings.work_path)  # a run that stopped before the dbt step
     took = time.perf_counter() - started
     if result.success:
+        from seg_pipeline.defs.resources import tracking_from
+        from seg_pipeline.lib.run_summary import next_steps, summary_lines
+
+        if quiet:
+            print(f"seg-pipeline: done in {took:.0f} s", file=sys.stderr)
+            return 0
+        lines = summary_lines(settings.work_path, settings.published_path, result.run_id)
+        uri = tracking_from(tracking_uri).tracking_uri
         print(
-            f"seg-pipeline: done in {took:.0f} s; tables published to {settings.published_path}",
+            f"seg-pipeline: done in {took:.0f} s (the whole command); summary:",
+            *(f"  {line}" for line in lines),
+            *(f"  {line}" for line in next_steps(uri)),
+            sep="\n",
             file=sys.stderr,
         )
         return 0
     print(f"seg-pipeline: error: {_failure_line(result)} (details: {log_path})", file=sys.stderr)
     return 1
+
+
+def build_docs(database: str) -> int:
+    """``dbt docs generate --static`` against the work database of ``database``; prints the path
+    of the single-file site (descriptions, columns, tests, lineage and exposures)."""
+    import subprocess
+
+    from seg_pipeline.defs.dbt.invocation import dbt_executable, dbt_vars, target_path
+    from seg_pipeline.lib.paths import DBT_PROJECT_DIR
+
+    work = work_database_for(Path(database).resolve())
+    if not work.exists():
+        print(
+            f"seg-pipeline: error: no tables yet at {database}: run `seg-pipeline demo` or "
+            "`seg-pipeline run` first",
+            file=sys.stderr,
+        )
+        return 1
+    target = target_path(work)
+    try:
+        with database_lock(Path(database), "docs"):
+            proc = subprocess.run(
+                [
+                    dbt_executable(),
+                    "docs",
+                    "generate",
+                    "--static",
+                    "--project-dir",
+                    str(DBT_PROJECT_DIR),
+                    "--profiles-dir",
+                    str(DBT_PROJECT_DIR),
+                    "--target-path",
+                    str(target),
+                    "--vars",
+                    dbt_vars(work, "docs"),
+                ],
+                cwd=DBT_PROJECT_DIR,
+                capture_output=True,
+                text=True,
+            )
+    except RunInProgress as exc:
+        print(f"seg-pipeline: error: {exc}", file=sys.stderr)
+        return 1
+    site = target / "static_index.html"
+    if proc.returncode != 0 or not site.exists():
+        last = (proc.stdout.strip().splitlines() or ["dbt docs generate failed"])[-1]
+        print(f"seg-pipeline: error: {last}", file=sys.stderr)
+        return 1
+    print(f"seg-pipeline: docs site written to {site} (open it in a browser)", file=sys.stderr)
+    return 0
 
 
 def forget(customer_ids: list[str], database: str) -> int:
@@ -277,9 +376,12 @@ def forget(customer_ids: list[str], database: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     args = _parser().parse_args(argv)
     if args.command == "forget":
         return forget(args.customer, args.database)
+    if args.command == "docs":
+        return build_docs(args.database)
     if args.command == "demo":
         return run_pipeline(
             events=None,
@@ -287,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             database=args.database,
             quiet=args.quiet,
             optout=args.optout,
+            wait=args.wait,
+            started=started,
         )
     return run_pipeline(
         events=args.events,
@@ -296,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         database=args.database,
         quiet=args.quiet,
         optout=args.optout,
+        wait=args.wait,
+        started=started,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from seg_pipeline.defs.dbt.assets import dbt_models, dbt_project, dbt_segment_models
+from seg_pipeline.defs.dbt.assets import dbt_models, dbt_project, dbt_reporting_models
 from seg_pipeline.defs.dbt.invocation import dbt_executable
 from seg_pipeline.defs.dbt.resources import LocalDbtCliResource
 from seg_pipeline.defs.ingest import assets as ingest_assets
@@ -48,7 +48,7 @@ def build_definitions(
     ]
     check_modules = [ingest_checks, segmentation_checks, recommendation_checks]
     return dg.Definitions(
-        assets=[dbt_models, dbt_segment_models, *dg.load_assets_from_modules(modules)],
+        assets=[dbt_models, dbt_reporting_models, *dg.load_assets_from_modules(modules)],
         asset_checks=dg.load_asset_checks_from_modules(check_modules),
         jobs=[nightly_job],
         schedules=[nightly_schedule],

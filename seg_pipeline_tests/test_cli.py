@@ -1,8 +1,11 @@
 """The seg-pipeline command as a user runs it: a subprocess, with its exit code and stderr."""
 
 import gzip
+import json
+import re
 import subprocess
 import sys
+import time
 
 import duckdb
 import pytest
@@ -58,7 +61,47 @@ def test_online_retail_sample_runs_end_to_end(tmp_path):
         r[0] for r in con.execute("select distinct reason from quarantined_events").fetchall()
     }
     assert "non_product" in reasons
+    # The summary: counts that add up, the choices made, and where to look next.
+    summary = proc.stderr[proc.stderr.index("seg-pipeline: done in") :]
+    counts = re.search(r"rows: ([\d,]+) read = ([\d,]+) used \+ ([\d,]+) quarantined", summary)
+    read, kept, dropped = (int(g.replace(",", "")) for g in counts.groups())
+    assert read == kept + dropped == 40_000 and dropped == quarantined
+    assert "non_product" in summary
+    assert f"customers: {used:,} with a purchase" in summary
+    assert "segments: " in summary and "125 RFM cells" in summary
+    assert "recommendations: " in summary and "against popularity" in summary
+    assert "segment report: " in summary and "mlflow ui --backend-store-uri" in summary
     # The CLI parsed the dbt project for this run while it imported the pipeline, and the dbt
     # step read that parse instead of parsing again.
     dbt_log = (tmp_path / "pub_work_dbt_target" / "dbt.log").read_text()
     assert "Nothing changed, skipping partial parsing" in dbt_log
+
+
+def test_a_second_run_on_the_same_database_refuses_at_once_naming_the_first(
+    tmp_path, small_shop_files
+):
+    database = tmp_path / "pub.duckdb"
+    args = ["run", "--events", str(small_shop_files["events"]), "--database", str(database)]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "seg_pipeline.cli", *args, "--quiet"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock = tmp_path / "pub.lock"
+    for _ in range(600):
+        if lock.exists() and lock.read_text():
+            break
+        time.sleep(0.1)
+    holder = json.loads(lock.read_text())
+    second = _run([*args, "--quiet"], tmp_path)
+    assert second.returncode == 1
+    assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+    assert f"run {holder['run_id']}" in second.stderr
+    assert "is working on pub.duckdb" in second.stderr
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    con = duckdb.connect(str(database), read_only=True)
+    runs = con.execute("select distinct run_id from publication").fetchall()
+    con.close()
+    assert runs == [(holder["run_id"],)]
+    assert lock.read_text() == ""  # released, and nothing stale left to block the next night

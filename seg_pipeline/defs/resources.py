@@ -6,12 +6,12 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from seg_pipeline.lib.paths import (
     DEFAULT_DATABASE,
@@ -20,6 +20,7 @@ from seg_pipeline.lib.paths import (
     work_database_for,
 )
 from seg_pipeline.lib.privacy import load_or_create_key
+from seg_pipeline.lib.run_lock import RunInProgress, database_lock
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -46,6 +47,32 @@ class PipelineSettings(dg.ConfigurableResource):
         description="Key for customer-id pseudonyms; default: a random key kept in "
         "data/.pseudonym_key beside the database.",
     )
+    lock_wait_seconds: float = Field(
+        default=0,
+        description="When another run is working on the same database, wait this long for it "
+        "before failing with a line that names it (0: fail at once).",
+    )
+    _lock: ExitStack | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Take the database's run lock for the whole run (``lib/run_lock.py``)."""
+        stack = ExitStack()
+        try:
+            stack.enter_context(
+                database_lock(
+                    self.published_path,
+                    context.run_id or "manual",
+                    wait_seconds=self.lock_wait_seconds,
+                )
+            )
+        except RunInProgress as exc:
+            raise dg.Failure(str(exc)) from None
+        self._lock = stack
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def published_path(self) -> Path:
@@ -66,6 +93,12 @@ class PipelineSettings(dg.ConfigurableResource):
             return date.fromisoformat(self.as_of)
         except ValueError as exc:
             raise dg.Failure(f"as_of '{self.as_of}' is not a YYYY-MM-DD date") from exc
+
+
+# MLflow 3 opens an experiment without a kind in its GenAI view (traces); ours are classic model
+# training, whose runs table should open first.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
 
 
 class MLflowTracking(dg.ConfigurableResource):
@@ -157,9 +190,15 @@ class MLflowTracking(dg.ConfigurableResource):
         found = client.get_experiment_by_name(experiment)
         if found is None:
             location = (self.artifact_root() / experiment).as_uri()
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=location, tags=EXPERIMENT_TAGS
+            )
         else:
             experiment_id = found.experiment_id
+            if found.tags.get(EXPERIMENT_KIND) != EXPERIMENT_TAGS[EXPERIMENT_KIND]:
+                client.set_experiment_tag(
+                    experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND]
+                )
         tags = {
             "dagster.run_id": context.run_id,
             "dagster.asset": context.op_execution_context.op.name,
@@ -216,6 +255,7 @@ def settings_from_env(environ: os._Environ | dict | None = None) -> PipelineSett
         database=env.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE),
         optout_path=env.get("SEG_OPTOUT_PATH") or None,
         pseudonym_key=env.get("SEG_PSEUDONYM_KEY") or None,
+        lock_wait_seconds=float(env.get("SEG_LOCK_WAIT_SECONDS") or 0),
     )
 
 

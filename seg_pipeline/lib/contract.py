@@ -13,6 +13,7 @@ CONTRACT_TABLES = (
     "segment_migration",
     "item_catalog",
     "quarantined_events",
+    "customer_360",
 )
 # History tables keep rows of earlier runs by design.
 HISTORY_TABLES = ("recommendation_metrics", "segment_history")

@@ -8,11 +8,21 @@ with ingest as (
 
 ),
 
+-- The cut-offs and the activity windows before each, computed once rather than on every row.
 cutoffs as (
 
-    select as_of as current_cutoff,
-           {{ days_before(var('forecast_horizon_days'), 'as_of') }} as holdout_cutoff
-    from ingest
+    select
+        current_cutoff,
+        holdout_cutoff,
+        {{ days_before(90, 'current_cutoff') }} as current_minus_90,
+        {{ days_before(180, 'current_cutoff') }} as current_minus_180,
+        {{ days_before(90, 'holdout_cutoff') }} as holdout_minus_90,
+        {{ days_before(180, 'holdout_cutoff') }} as holdout_minus_180
+    from (
+        select as_of as current_cutoff,
+               {{ days_before(var('forecast_horizon_days'), 'as_of') }} as holdout_cutoff
+        from ingest
+    ) as cut
 
 ),
 
@@ -68,17 +78,17 @@ customer_orders as (
         max(o.ordered_at) as last_purchase_at,
         count(*) as frequency,
         sum(o.order_value) as gross_value,
-        count(*) filter (where o.ordered_at >= {{ days_before(90, 'c.current_cutoff') }}) as orders_last_90d,
-        count(*) filter (where o.ordered_at >= {{ days_before(180, 'c.current_cutoff') }}
-                           and o.ordered_at < {{ days_before(90, 'c.current_cutoff') }}) as orders_prior_90d,
+        count(*) filter (where o.ordered_at >= c.current_minus_90) as orders_last_90d,
+        count(*) filter (where o.ordered_at >= c.current_minus_180
+                           and o.ordered_at < c.current_minus_90) as orders_prior_90d,
         min(o.ordered_at_holdout) as first_purchase_at_holdout,
         max(o.ordered_at_holdout) as last_purchase_at_holdout,
         count(o.ordered_at_holdout) as frequency_holdout,
         sum(o.order_value_holdout) as gross_value_holdout,
-        count(*) filter (where o.ordered_at_holdout >= {{ days_before(90, 'c.holdout_cutoff') }})
+        count(*) filter (where o.ordered_at_holdout >= c.holdout_minus_90)
             as orders_last_90d_holdout,
-        count(*) filter (where o.ordered_at_holdout >= {{ days_before(180, 'c.holdout_cutoff') }}
-                           and o.ordered_at_holdout < {{ days_before(90, 'c.holdout_cutoff') }})
+        count(*) filter (where o.ordered_at_holdout >= c.holdout_minus_180
+                           and o.ordered_at_holdout < c.holdout_minus_90)
             as orders_prior_90d_holdout
     from orders o cross join cutoffs c
     group by o.customer_id

@@ -50,8 +50,8 @@ class Translator(DagsterDbtTranslator):
         return fqn[1] if len(fqn) > 2 else "dbt"
 
 
-# Models built from the Python segments (customer_segments), after the segmentation step.
-AFTER_SEGMENTATION = "tag:after_segmentation"
+# Models over the tables the Python steps write (segments, lists): built after them.
+AFTER_PYTHON = "tag:after_python"
 
 
 def _build(
@@ -71,7 +71,7 @@ def _build(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
     dagster_dbt_translator=Translator(),
-    exclude=AFTER_SEGMENTATION,
+    exclude=AFTER_PYTHON,
 )
 def dbt_models(
     context: dg.AssetExecutionContext,
@@ -87,8 +87,8 @@ def dbt_models(
     yield from invocation.stream()
 
 
-class SegmentModelsConfig(dg.Config):
-    """Overrides of the dbt vars of the models built on the segments (default: dbt_project.yml)."""
+class ReportingModelsConfig(dg.Config):
+    """Overrides of the reporting models' dbt vars (default: those in dbt_project.yml)."""
 
     segment_recommendations_n: int | None = Field(
         default=None, description="Items per segment in segment_recommendations (dbt default 10)."
@@ -103,15 +103,16 @@ class SegmentModelsConfig(dg.Config):
     manifest=dbt_project.manifest_path,
     project=dbt_project,
     dagster_dbt_translator=Translator(),
-    select=AFTER_SEGMENTATION,
-    name="dbt_segment_models",
+    select=AFTER_PYTHON,
+    name="dbt_reporting_models",
 )
-def dbt_segment_models(
+def dbt_reporting_models(
     context: dg.AssetExecutionContext,
-    config: SegmentModelsConfig,
+    config: ReportingModelsConfig,
     dbt: DbtCliResource,
     settings: PipelineSettings,
 ):
-    """Build and test the models over tonight's segments: history, migration, cold-start lists."""
+    """Build and test the models over tonight's segments and lists: history, migration,
+    cold-start lists and the one-row-per-customer customer_360."""
     overrides = {k: v for k, v in config.model_dump().items() if v is not None}
     yield from _build(context, dbt, settings, overrides).stream()

@@ -14,10 +14,13 @@ from seg_pipeline.lib.recommendations.kept_model import config_hash
 from seg_pipeline.lib.recommendations.neighbours import item_similarity_pairs
 from seg_pipeline.lib.recommendations.nightly import (
     NightSettings,
+    NotEnoughData,
+    PopularityNight,
     RefitNight,
     RescoreNight,
     SimilaritySettings,
     plan_night,
+    popularity_night,
     refit_night,
     rescore_night,
 )
@@ -185,34 +188,21 @@ def recommendations(
     with duckdb.get_connection() as con:
         plan = plan_night(con, config.settings_hash(), config.retrain_every_days)
         try:
-            if plan.why:
-                context.log.info(f"refitting the recommender: {plan.why}")
-                night = refit_night(
-                    con,
-                    night_settings,
-                    plan,
-                    config.settings_hash(),
-                    phases=phases,
-                    log=context.log.info,
-                )
-            else:
-                night = rescore_night(con, night_settings, plan.kept, phases=phases)
+            night = _night(context, con, config, night_settings, plan, phases)
         except ValueError as exc:
             raise dg.Failure(str(exc)) from exc
     sim = night_settings.similarity
     # Similarities need only the matrix: computed on a second thread while this one logs and
     # writes the lists.
+    publish = {RefitNight: _publish_refit, RescoreNight: _publish_rescore}.get(
+        type(night), _publish_popularity
+    )
     with in_background(
         item_similarity_pairs, night.full, sim.n, sim.weighting, sim.knn_neighbours
     ) as similar:
-        if isinstance(night, RefitNight):
-            lists_meta, metrics_meta = _publish_refit(
-                context, config, settings, duckdb, mlflow_tracking, night, phases
-            )
-        else:
-            lists_meta, metrics_meta = _publish_rescore(
-                context, settings, duckdb, mlflow_tracking, night, phases
-            )
+        lists_meta, metrics_meta = publish(
+            context, config, settings, duckdb, mlflow_tracking, night, phases
+        )
     with duckdb.get_connection() as con:
         similarity_meta = tables.write_item_similarities(
             con,
@@ -226,6 +216,21 @@ def recommendations(
     yield dg.MaterializeResult(asset_key="customer_recommendations", metadata=lists_meta)
     yield dg.MaterializeResult(asset_key="recommendation_metrics", metadata=metrics_meta)
     yield dg.MaterializeResult(asset_key="item_similarities", metadata=similarity_meta)
+
+
+def _night(context, con, config, night_settings, plan, phases):
+    """Tonight's kind of night: a rescore with the kept model, a refit, or popularity lists
+    when the history cannot support evaluating models."""
+    if plan.why is None:
+        return rescore_night(con, night_settings, plan.kept, phases=phases)
+    context.log.info(f"refitting the recommender: {plan.why}")
+    try:
+        return refit_night(
+            con, night_settings, plan, config.settings_hash(), phases=phases, log=context.log.info
+        )
+    except NotEnoughData as exc:
+        context.log.warning(f"publishing popularity lists: {exc}")
+        return popularity_night(con, night_settings, plan, str(exc))
 
 
 def _publish_refit(context, config, settings, duckdb, mlflow_tracking, night: RefitNight, phases):
@@ -270,7 +275,9 @@ def _publish_refit(context, config, settings, duckdb, mlflow_tracking, night: Re
     return lists_meta, metrics_meta
 
 
-def _publish_rescore(context, settings, duckdb, mlflow_tracking, night: RescoreNight, phases):
+def _publish_rescore(
+    context, config, settings, duckdb, mlflow_tracking, night: RescoreNight, phases
+):
     """Log the rescore night to MLflow and write its lists; the two assets' metadata."""
     tracking.log_rescore(context, mlflow_tracking, night)
     phases.lap("mlflow logging")
@@ -299,3 +306,24 @@ def _publish_rescore(context, settings, duckdb, mlflow_tracking, night: RescoreN
         "model_run_id": kept.model_run_id,
     }
     return lists_meta, metrics_meta
+
+
+def _publish_popularity(
+    context, config, settings, duckdb, mlflow_tracking, night: PopularityNight, phases
+):
+    """Log and write a night that could not evaluate models; the two assets' metadata."""
+    model_run_id = tracking.log_popularity(context, mlflow_tracking, night)
+    with duckdb.get_connection() as con:
+        n_rows, n_customers = tables.write_popularity_night(
+            con, night, model_run_id=model_run_id, run_id=context.run_id, key=settings.key()
+        )
+    phases.lap("tables written")
+    lists_meta = {
+        "dagster/row_count": n_rows,
+        "customers": n_customers,
+        "refit": True,
+        "champion": night.champion.name,
+        "degraded": night.note,
+        "model_run_id": model_run_id,
+    }
+    return lists_meta, {"evaluated_tonight": False, "why": night.note}

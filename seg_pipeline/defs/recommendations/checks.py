@@ -14,6 +14,8 @@ from seg_pipeline.lib.drift import relative_drop
 def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         longest = con.execute("select max(rank) from customer_recommendations").fetchall()[0][0]
+        if longest is None:
+            return _no_lists(con)
         # Distinct ranks: a bit per rank OR-ed together and counted, when ranks fit in 64 bits
         # (an order of magnitude cheaper than count(distinct rank) over millions of rows).
         distinct_ranks = (
@@ -90,6 +92,26 @@ def full_list_per_customer(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     )
 
 
+def _no_lists(con) -> dg.AssetCheckResult:
+    """No list at all is right only when no customer has an available item left to get (a
+    single-product shop whose customers all bought it)."""
+    could_get = con.execute(
+        """
+        select count(*) from customer_rfm r
+        where r.customer_id not in (select customer_id from recommendation_opt_outs)
+          and exists (
+            select 1 from item_catalog i
+            where i.available and not exists (
+                select 1 from int_customer_item_daily d
+                where d.customer_id = r.customer_id and d.item_id = i.item_id and d.n_orders > 0))
+        """
+    ).fetchall()[0][0]
+    return dg.AssetCheckResult(
+        passed=could_get == 0,
+        metadata={"customers_without_list": could_get, "list_length": 0},
+    )
+
+
 @dg.asset_check(
     asset="customer_recommendations",
     blocking=True,
@@ -156,8 +178,14 @@ def champion_beats_popularity(duckdb: DuckDBResource) -> dg.AssetCheckResult:
               and (is_champion or is_baseline)
             """
         ).fetchall()
-    champion = next(r for r in rows if r[2])
-    baseline = next(r for r in rows if r[3])
+    champion = next((r for r in rows if r[2]), None)
+    baseline = next((r for r in rows if r[3]), None)
+    if champion is None or baseline is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="no model has been evaluated yet (see recommendations_supported_by_data)",
+        )
     return dg.AssetCheckResult(
         passed=bool(not champion[3]),
         severity=dg.AssetCheckSeverity.WARN,
@@ -167,4 +195,27 @@ def champion_beats_popularity(duckdb: DuckDBResource) -> dg.AssetCheckResult:
             "popularity": baseline[0],
             "popularity_ndcg": float(baseline[1]),
         },
+    )
+
+
+@dg.asset_check(
+    asset="customer_recommendations",
+    blocking=False,
+    description="Warns when the history could not support choosing a model (a few days, a "
+    "single product), so popularity lists were published, and says why.",
+)
+def recommendations_supported_by_data(
+    context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource
+) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        found = con.execute(
+            "select night, note from recommendation_runs where run_id = $run_id",
+            {"run_id": context.op_execution_context.run_id},
+        ).fetchall()
+    night, note = found[0] if found else (None, None)
+    return dg.AssetCheckResult(
+        passed=note is None,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=note,
+        metadata={"night": night or "unknown", "why": note or "a model was chosen as configured"},
     )

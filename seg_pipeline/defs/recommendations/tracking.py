@@ -13,7 +13,13 @@ import numpy as np
 
 from seg_pipeline.defs.resources import MLflowTracking
 from seg_pipeline.lib.recommendations.mlflow_export import HistoryRecommender, export_model
-from seg_pipeline.lib.recommendations.nightly import NightSettings, RefitNight, RescoreNight
+from seg_pipeline.lib.recommendations.nightly import (
+    NightSettings,
+    PopularityNight,
+    RefitNight,
+    RescoreNight,
+    scoring_figures,
+)
 
 EXPERIMENT = "recommendations"
 REGISTERED_MODEL = "seg_pipeline_recommender"
@@ -56,7 +62,7 @@ def log_refit(
                 "baseline": base["candidate"],
                 "refit_reason": night.why[:500],
                 **night.selection,
-                **{f"scoring_{k}": v for k, v in night.scoring.items()},
+                **scoring_figures(night.scoring),
             }
         )
         tracking.log_children(
@@ -108,7 +114,19 @@ def log_rescore(
                 "model_run_id": night.kept.model_run_id,
                 "model_trained_as_of": str(night.kept.trained_as_of),
                 "rescored": night.scope[:500],
-                **{f"scoring_{k}": v for k, v in (night.champion.scoring_ or {}).items()},
+                **scoring_figures(night.champion.scoring_),
             }
         )
         mlflow.log_metrics(night.counts)
+
+
+def log_popularity(
+    context: dg.AssetExecutionContext, tracking: MLflowTracking, night: PopularityNight
+) -> str:
+    """Log a night that published popularity lists, and why; returns the run's id."""
+    import mlflow
+
+    with tracking.start_run(context, EXPERIMENT, run_name="popularity_fallback") as run:
+        mlflow.log_params({"champion": night.champion.name, "reason": night.note[:500]})
+        mlflow.set_tag("degraded", night.note[:500])
+        return run.info.run_id

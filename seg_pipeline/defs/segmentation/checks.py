@@ -91,3 +91,25 @@ def silhouette_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
     )
+
+
+@dg.asset_check(
+    asset="customer_segments",
+    blocking=False,
+    description="Warns when the shop's data supported fewer segments than configured (a "
+    "handful of customers, or all alike), and says why.",
+)
+def segments_supported_by_data(
+    context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource
+) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        note = con.execute(
+            "select any_value(note) from segmentation_runs where run_id = $run_id",
+            {"run_id": context.op_execution_context.run_id},
+        ).fetchall()[0][0]
+    return dg.AssetCheckResult(
+        passed=note is None,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=note,
+        metadata={"why": note or "the sweep ran as configured"},
+    )

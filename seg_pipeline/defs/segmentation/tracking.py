@@ -131,6 +131,10 @@ def log_selection(
             Path(tmp, "segment_profiles.csv"), index=False
         )
         mlflow.log_artifacts(tmp, artifact_path="report")
+    if night.sweep.note:
+        mlflow.set_tag("degraded", night.sweep.note[:500])
+    if night.segmenter is None:  # a single segment: nothing to assign with
+        return
     mlflow.sklearn.log_model(
         night.segmenter,
         name="segmenter",

@@ -1,5 +1,4 @@
-"""Blends: weighted sums of row-normalised scores of fitted models.
-"""
+"""Blends: weighted sums of row-normalised scores of fitted models."""
 
 from __future__ import annotations
 

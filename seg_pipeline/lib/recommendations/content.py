@@ -1,5 +1,4 @@
-"""Content-based recommendations: TF-IDF similarity of item titles and descriptions.
-"""
+"""Content-based recommendations: TF-IDF similarity of item titles and descriptions."""
 
 from __future__ import annotations
 

@@ -108,6 +108,11 @@ def _key(model: Recommender) -> str:
     return f"{model.name}({params})" if params else model.name
 
 
+# A segment's figures are reported when at least this many of its customers were scored: on a
+# handful the figures say nothing.
+MIN_SEGMENT_USERS = 20
+
+
 def _score(model, train, relevant, users, k, blocked, categories, popularity, segments):
     recs = model.recommend(users, train.purchased, k, blocked=blocked).items
     row = ranking_metrics(recs, relevant[users], k)
@@ -116,7 +121,10 @@ def _score(model, train, relevant, users, k, blocked, categories, popularity, se
     if segments is not None:
         for code in np.unique(segments[users]):
             mask = segments[users] == code
+            if mask.sum() < MIN_SEGMENT_USERS:
+                continue
             seg = ranking_metrics(recs[mask], relevant[users[mask]], k)
+            seg |= beyond_accuracy(recs[mask], categories, popularity, k)
             per_segment.append({"segment_code": int(code), **seg})
     return row, per_segment
 

@@ -43,6 +43,10 @@ from seg_pipeline.lib.recommendations.popularity import SegmentPopularityRecomme
 from seg_pipeline.lib.timing import PhaseTimer
 
 
+class NotEnoughData(ValueError):
+    """The history cannot support evaluating recommenders: popularity lists are published."""
+
+
 @dataclass(frozen=True)
 class SimilaritySettings:
     """Item-item similarity (the ``item_similarities`` table)."""
@@ -151,6 +155,12 @@ def score_lists(
     )
 
 
+def scoring_figures(scoring: dict | None) -> dict:
+    """How the champion scored every item (exact, or a candidate pool and its recall), with
+    keys prefixed ``scoring_`` once."""
+    return {k if k.startswith("scoring") else f"scoring_{k}": v for k, v in (scoring or {}).items()}
+
+
 @dataclass
 class RefitNight:
     """A refit night's outcome: the evaluation, the refitted champion and every list."""
@@ -192,7 +202,7 @@ class RefitNight:
             f"popularity_ndcg_at_{n}": float(base["ndcg"]),
             "beats_popularity": bool(champ["candidate"] != base["candidate"]),
             "selection_sample": self.selection["selection_sample"],
-            **{f"scoring_{k}": v for k, v in self.scoring.items()},
+            **scoring_figures(self.scoring),
         }
 
     def kept_model(self, model_run_id: str, n: int) -> KeptModel | None:
@@ -220,7 +230,8 @@ class RefitNight:
         per_segment = self.evaluation.by_segment.rename(columns={"segment_name": "segment"})
         if len(per_segment):
             per_segment = per_segment.merge(
-                table[["candidate", "model", "is_champion", "is_baseline"]], on="candidate"
+                table[["candidate", "model", "params", "is_champion", "is_baseline"]],
+                on="candidate",
             ).drop(columns=["segment_code"])
         return pd.concat([table.assign(segment="all"), per_segment], ignore_index=True).assign(
             params=lambda f: f["params"].map(
@@ -247,8 +258,8 @@ def refit_night(
 
     Above ``search_max_customers`` one setting per family is compared, on a sample of
     ``selection_customers``; an ALS champion is then refitted on everyone from its sample fit's
-    item factors (``warm_start_iterations``). Raises ``ValueError`` when nobody bought a new item
-    in the window, so no candidate can be evaluated.
+    item factors (``warm_start_iterations``). Raises ``NotEnoughData`` when nobody bought a new
+    item in the window, so no candidate can be evaluated (``popularity_night`` then serves).
     """
     phases = phases or PhaseTimer()
     as_of = plan.as_of
@@ -268,7 +279,7 @@ def refit_night(
     available = available_items(con)
     blocked = np.flatnonzero(~available)
     if relevant.nnz == 0:
-        raise ValueError(
+        raise NotEnoughData(
             f"no customer bought a new item between {split} and {as_of}: nothing to "
             "evaluate recommenders on; supply a longer history"
         )
@@ -415,3 +426,30 @@ def rescore_night(
         scope=scope,
         lists=lists,
     )
+
+
+@dataclass
+class PopularityNight:
+    """A night whose history cannot support choosing a model (a few days, a single product):
+    every customer gets the popular items of their segment, and ``note`` says why."""
+
+    as_of: date
+    note: str
+    champion: SegmentPopularityRecommender
+    full: InteractionMatrix
+    lists: Lists
+
+    @property
+    def fingerprints(self) -> np.ndarray:
+        return row_fingerprints(self.full)
+
+
+def popularity_night(
+    con: duckdb.DuckDBPyConnection, settings: NightSettings, plan: NightPlan, note: str
+) -> PopularityNight:
+    """Segment-popularity lists for everyone (the cold-start lists), with no evaluation."""
+    full = load_interactions(con, weights=settings.weights)
+    blocked = np.flatnonzero(~available_items(con))
+    champion = SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full)
+    lists = score_lists(champion, full, full, settings, blocked)
+    return PopularityNight(as_of=plan.as_of, note=note, champion=champion, full=full, lists=lists)

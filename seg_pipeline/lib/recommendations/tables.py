@@ -16,7 +16,7 @@ from seg_pipeline.lib.privacy import ensure_privacy_tables, pseudonym_sql
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.kept_model import KeptModel, save_state
 from seg_pipeline.lib.recommendations.lists import Lists
-from seg_pipeline.lib.recommendations.nightly import RefitNight, RescoreNight
+from seg_pipeline.lib.recommendations.nightly import PopularityNight, RefitNight, RescoreNight
 from seg_pipeline.lib.recommendations.reasons import Reason
 
 
@@ -49,6 +49,7 @@ def write_refit_night(
     )
     con.execute("delete from recommendation_metrics where as_of = $as_of", {"as_of": night.as_of})
     con.execute("insert into recommendation_metrics by name select * from metrics_df")
+    record_night(con, night.as_of, run_id, "refit", night.evaluation.champion_key, None)
     con.execute("commit")
     con.unregister("metrics_df")
     return list_counts(con)
@@ -71,8 +72,66 @@ def write_rescore_night(
         reuse=night.kept_customers,
     )
     save_state(con, night.full.user_ids, night.fingerprints, refit=False)
+    record_night(con, night.kept.trained_as_of, run_id, "rescore", night.kept.champion, None)
     con.execute("commit")
     return list_counts(con)
+
+
+def write_popularity_night(
+    con: duckdb.DuckDBPyConnection,
+    night: PopularityNight,
+    *,
+    model_run_id: str,
+    run_id: str,
+    key: str,
+) -> tuple[int, int]:
+    """Replace the lists with popularity lists and drop any kept model (the next night tries
+    to fit one again), in one transaction; no metrics are added."""
+    con.execute("begin transaction")
+    write_lists(
+        con,
+        night.lists,
+        night.full,
+        model=night.champion.name,
+        model_run_id=model_run_id,
+        run_id=run_id,
+        key=key,
+    )
+    save_state(con, night.full.user_ids, night.fingerprints, None, refit=True)
+    con.execute(f"create table if not exists recommendation_metrics ({METRICS_COLUMNS})")
+    record_night(con, night.as_of, run_id, "popularity", night.champion.name, night.note)
+    con.execute("commit")
+    return list_counts(con)
+
+
+# recommendation_metrics' columns, for a first night that evaluated nothing.
+METRICS_COLUMNS = (
+    "candidate varchar, model varchar, params varchar, fit_seconds double, precision double, "
+    "recall double, f1 double, ndcg double, map double, hit_rate double, mrr double, "
+    "n_users bigint, coverage double, diversity double, novelty double, is_champion boolean, "
+    "is_baseline boolean, segment varchar, as_of date, split_date date, run_id varchar, "
+    "model_run_id varchar"
+)
+
+
+def record_night(con, model_as_of, run_id: str, night: str, champion: str, note: str | None):
+    """One row per run in ``recommendation_runs``: which kind of night, which model, and what
+    the data could not support (``note``)."""
+    con.execute(
+        "create table if not exists recommendation_runs (run_id varchar, night varchar, "
+        "champion varchar, model_trained_as_of date, note varchar)"
+    )
+    con.execute("delete from recommendation_runs where run_id = $run_id", {"run_id": run_id})
+    con.execute(
+        "insert into recommendation_runs values ($run_id, $night, $champion, $as_of, $note)",
+        {
+            "run_id": run_id,
+            "night": night,
+            "champion": champion,
+            "as_of": model_as_of,
+            "note": note,
+        },
+    )
 
 
 def write_item_similarities(
@@ -168,14 +227,25 @@ def write_lists(
     for name, value in tables.items():
         con.register(name, value)
     ensure_privacy_tables(con)
-    reused = (
-        "select * replace ($run_id as run_id) from customer_recommendations "
-        "where customer_id in (select customer_id from reused_ids) "
-        "and customer_id not in (select customer_id from recommendation_opt_outs) "
-        "union all by name "
-        if reuse is not None and len(reuse)
-        else ""
-    )
+    reused = ""
+    if reuse is not None and len(reuse):
+        # Lists written before item titles were published get theirs from the catalogue.
+        has_titles = con.execute(
+            "select count(*) from information_schema.columns "
+            "where table_name = 'customer_recommendations' and column_name = 'item_title'"
+        ).fetchall()[0][0]
+        previous = (
+            "select * replace ($run_id as run_id) from customer_recommendations"
+            if has_titles
+            else "select p.*, c.title as item_title from customer_recommendations p "
+            "left join item_catalog c using (item_id)"
+        )
+        reused = (
+            f"select * from ({previous}) "
+            "where customer_id in (select customer_id from reused_ids) "
+            "and customer_id not in (select customer_id from recommendation_opt_outs) "
+            "union all by name "
+        )
     # Customers who opted out get no list; they are kept by id (work file only) so the checks
     # can tell an opt-out from a missing list.
     con.execute(
@@ -197,6 +267,7 @@ def write_lists(
             left join customer_segments seg using (customer_id)
             where users.customer_id not in (select customer_id from recommendation_opt_outs)
         ),
+        -- Every item with its title: the recommended one, and the one behind the reason.
         because as (
             select b.i, b.item_id, bc.title
             from item_ids b
@@ -207,6 +278,7 @@ def write_lists(
             users.customer_id,
             r.rank::integer as rank,
             items.item_id,
+            items.title as item_title,
             r.score,
             case when r.source = 0 then $model else 'segment_popularity' end as model,
             {Reason.decode_sql("r.reason", "r.bought", "b.title", "users.segment_name")}
@@ -216,7 +288,7 @@ def write_lists(
             $run_id as run_id
         from recs_long r
         join users on users.u = r.u
-        join item_ids items on items.i = r.i
+        join because items on items.i = r.i
         left join because b on b.i = r.b
         """,
         {"model": model, "model_run_id": model_run_id, "run_id": run_id},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from seg_pipeline.lib.segmentation.forecast import forecast_power
 from seg_pipeline.lib.segmentation.identity import inherit_identity
 from seg_pipeline.lib.segmentation.profiles import profile_segments
 from seg_pipeline.lib.segmentation.sweep import (
+    NotEnoughData,
     SweepResult,
     SweepSettings,
     assign_stored,
@@ -29,6 +31,7 @@ from seg_pipeline.lib.segmentation.sweep import (
     incumbent_of,
     prepare_spaces,
     run_sweep,
+    single_segment,
 )
 
 # The pipeline's transformers are our own functions; skops loads only what it is told to trust.
@@ -53,9 +56,14 @@ class SegmentationNight:
     profiles: pd.DataFrame
     centroids: pd.DataFrame
     rfm_eta: dict[str, tuple[float, float]]
-    segmenter: Pipeline
     as_of: object
     basis: str
+
+    @cached_property
+    def segmenter(self) -> Pipeline | None:
+        """The registered model (``segmenter_pipeline``), built when first asked for: its fit
+        runs over every customer, so the step builds it while the tables are being written."""
+        return segmenter_pipeline(self.sweep, self.segments["segment_id"].to_numpy())
 
     @property
     def model_name(self) -> str:
@@ -78,6 +86,7 @@ class SegmentationNight:
             "forecast_omega2": chosen.get("forecast_omega2"),
             "rfm_segment_eta2": self.rfm_eta.get("rfm_segment", (None, None))[0],
             "rfm_cell_eta2": self.rfm_eta.get("rfm_cell", (None, None))[0],
+            "note": self.sweep.note,
         }
 
 
@@ -110,32 +119,37 @@ def segment_customers(
         Receives a line for each candidate that could not be fitted.
     """
     settings.validate()
-    if len(current) < 3:
-        raise ValueError(f"only {len(current)} purchasing customers: too few to segment")
-    spaces, (identity_x, identity_scaler, _, identity_raw) = prepare_spaces(
-        current, holdout, settings
-    )
-    y_hold = holdout_target(holdout)
+    if len(current) == 0:
+        raise ValueError("no customer has bought anything: nothing to segment")
     has_previous = previous is not None and len(previous) > 0
-    if settings.refit or not has_previous:
-        sweep = run_sweep(
-            spaces, y_hold, len(holdout), settings, incumbent=incumbent_of(previous), warn=warn
+    y_hold = holdout_target(holdout)
+    try:
+        spaces, (identity_x, identity_scaler, _, identity_raw) = prepare_spaces(
+            current, holdout, settings
         )
-    else:
-        sweep = assign_stored(current, previous, settings)
+        if settings.refit or not has_previous:
+            sweep = run_sweep(
+                spaces, y_hold, len(holdout), settings, incumbent=incumbent_of(previous), warn=warn
+            )
+        else:
+            sweep = assign_stored(current, previous, settings)
+    except NotEnoughData as exc:
+        warn(str(exc))
+        sweep = single_segment(current, str(exc))
+        space = sweep.space
+        identity_x, identity_scaler, identity_raw = space.x, space.scaler, space.raw
     labels = sweep.labels
 
     profiles = profile_segments(current, labels, basis=basis)
     label_order = profiles["label"].to_numpy()
     today = np.vstack([identity_x[labels == label].mean(axis=0) for label in label_order])
+    stored = _stored_identity(previous, identity_scaler, today.shape[1], warn)
     ids, names = inherit_identity(
         today,
-        profiles["segment_name"].tolist(),
-        identity_scaler.transform(np.vstack(previous["rfm_centroid"].map(np.asarray).to_list()))
-        if has_previous
-        else None,
-        previous["segment_id"].tolist() if has_previous else [],
-        previous["segment_name"].tolist() if has_previous else [],
+        ["All customers"] if sweep.method == "single" else profiles["segment_name"].tolist(),
+        stored,
+        previous["segment_id"].tolist() if stored is not None else [],
+        previous["segment_name"].tolist() if stored is not None else [],
         max_distance=settings.match_distance,
     )
     profiles["segment_id"], profiles["segment_name"] = ids, names
@@ -175,18 +189,31 @@ def segment_customers(
         profiles=profiles,
         centroids=centroids,
         rfm_eta=rfm_eta,
-        segmenter=segmenter_pipeline(sweep, segments["segment_id"].to_numpy()),
         as_of=as_of,
         basis=basis,
     )
 
 
-def segmenter_pipeline(sweep: SweepResult, segment_ids: np.ndarray) -> Pipeline:
+def _stored_identity(previous, identity_scaler, n_features: int, warn) -> np.ndarray | None:
+    """Yesterday's segments in today's identity space, or None when there are none or they
+    were kept in another space (a feature that was constant then, or is now)."""
+    if previous is None or len(previous) == 0:
+        return None
+    stored = np.vstack(previous["rfm_centroid"].map(np.asarray).to_list())
+    if stored.shape[1] != n_features:
+        warn("the stored segments have other features than today's: segment ids start afresh")
+        return None
+    return identity_scaler.transform(stored)
+
+
+def segmenter_pipeline(sweep: SweepResult, segment_ids: np.ndarray) -> Pipeline | None:
     """Raw features in, segment id out: the model registered in MLflow.
 
     The nearest-centroid step is fitted on the customers themselves, so its centroids are the
-    segments' means in the scaled space.
+    segments' means in the scaled space. None for a single segment, which needs no model.
     """
+    if len(np.unique(segment_ids)) < 2:
+        return None
     features = sweep.space.features
     return make_pipeline(
         FunctionTransformer(transform_columns, kw_args={"skewed": [f in SKEWED for f in features]}),

@@ -17,7 +17,15 @@ import numpy as np
 import pandas as pd
 
 from seg_pipeline.lib.parallel import each_in_threads
-from seg_pipeline.lib.segmentation.features import CLIP, FEATURE_SETS, RFM_FEATURES, prepare
+from seg_pipeline.lib.segmentation.features import (
+    CLIP,
+    FEATURE_SETS,
+    RFM_FEATURES,
+    feature_matrix,
+    informative,
+    prepare,
+    scale,
+)
 from seg_pipeline.lib.segmentation.forecast import forecast_power, log_target
 from seg_pipeline.lib.segmentation.selection import (
     METHODS,
@@ -29,6 +37,10 @@ from seg_pipeline.lib.segmentation.selection import (
     fit_candidate,
     nearest_centroid,
 )
+
+
+class NotEnoughData(ValueError):
+    """The customers cannot support a sweep (too few, or all alike); one segment holds them."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class SweepResult:
     contenders: list[int] = field(default_factory=list)
     incumbent: dict | None = None
     candidates: list[Candidate] = field(default_factory=list)
+    note: str | None = None  # what the data could not support, for the run's warnings
 
     @property
     def chosen_row(self) -> dict:
@@ -124,6 +137,12 @@ def prepare_spaces(
     The spaces are prepared one per core: numpy releases the GIL in the logs and the scalers'
     sorts.
     """
+
+    for features in [RFM_FEATURES, *(FEATURE_SETS[name] for name in settings.features)]:
+        if not informative(feature_matrix(current, features)).any():
+            raise NotEnoughData(
+                f"all {len(current)} customers have the same features: one segment holds them"
+            )
 
     def one(name: str | None):
         if name is None:
@@ -208,7 +227,9 @@ def run_sweep(
         hold = fit_candidate(sampled[space_name][1], method, hold_param, score=False, **opts)
         return forecast_power(hold.labels, y_sampled)
 
-    ks = range(settings.k_min, settings.k_max + 1)
+    # A shop with a handful of customers gets fewer segments rather than none.
+    k_min = min(settings.k_min, max(2, len(sel) - 1))
+    ks = range(k_min, settings.k_max + 1)
     jobs = [
         (space_name, method, param)
         for space_name in spaces
@@ -226,7 +247,10 @@ def run_sweep(
             candidates.append(result[1])
             fitted_jobs.append(job)
     if not rows:
-        raise ValueError("no segmentation candidate could be fitted")
+        raise NotEnoughData(
+            f"{n_current} customers could not be split into {k_min} or more segments: "
+            "one segment holds them"
+        )
     # Forecast power decides only among the contenders, so only they get the holdout fit.
     in_contention = list(contenders(pd.DataFrame(rows), **settings.selection_rule).index)
     forecast_jobs = []
@@ -260,6 +284,9 @@ def run_sweep(
         contenders=in_contention,
         incumbent=incumbent,
         candidates=candidates,
+        note=None
+        if k_min == settings.k_min
+        else f"only {n_current} customers: tried {k_min} to {settings.k_max} segments",
     )
 
 
@@ -286,6 +313,27 @@ def assign_stored(
         space=FeatureSpace(x=x, scaler=scaler, features=features, raw=raw, x_hold=None),
         centroids=centroids,
         labels=nearest_centroid(x, centroids),
+    )
+
+
+def single_segment(current: pd.DataFrame, why: str) -> SweepResult:
+    """Every customer in one segment, in the log-RFM space: what a shop too small or too
+    uniform to cluster gets, so that every buyer still has a segment."""
+    raw = feature_matrix(current, RFM_FEATURES)
+    x, scaler = scale(raw, "standard")
+    table = pd.DataFrame(
+        [{"features": "rfm", "method": "single", "param": "k=1", "n_segments": 1, "chosen": True}]
+    )
+    return SweepResult(
+        table=table,
+        rows=[],
+        method="single",
+        param="k=1",
+        space_name="rfm",
+        space=FeatureSpace(x=x, scaler=scaler, features=RFM_FEATURES, raw=raw, x_hold=None),
+        centroids=x.mean(axis=0, keepdims=True),
+        labels=np.zeros(len(current), dtype=np.int64),
+        note=why,
     )
 
 

@@ -101,13 +101,19 @@ def write_segment_tables(
         create table if not exists segmentation_runs (as_of date, run_id varchar,
             method varchar, param varchar, n_segments integer, silhouette double,
             forecast_eta2 double, forecast_omega2 double, rfm_segment_eta2 double,
-            rfm_cell_eta2 double)
+            rfm_cell_eta2 double, note varchar)
         """
     )
+    # Work files from before notes were recorded lack the column.
+    con.execute("alter table segmentation_runs add column if not exists note varchar")
     con.execute("delete from segmentation_runs where as_of = $as_of", {"as_of": night.as_of})
     con.execute(
-        "insert into segmentation_runs values ($as_of, $run_id, $method, $param, $n_segments, "
-        "$silhouette, $forecast_eta2, $forecast_omega2, $rfm_segment_eta2, $rfm_cell_eta2)",
+        "insert into segmentation_runs by name select $as_of::date as as_of, $run_id as run_id, "
+        "$method as method, $param as param, $n_segments as n_segments, "
+        "$silhouette::double as silhouette, $forecast_eta2::double as forecast_eta2, "
+        "$forecast_omega2::double as forecast_omega2, "
+        "$rfm_segment_eta2::double as rfm_segment_eta2, $rfm_cell_eta2::double as rfm_cell_eta2, "
+        "$note as note",
         run_row,
     )
     con.execute("commit")

@@ -148,3 +148,16 @@ def test_customer_who_bought_nearly_everything_gets_what_is_left(
                 [rank, item],
             )
     assert full_list_per_customer(duckdb=duckdb_resource).passed is passes
+
+
+@pytest.mark.parametrize(("bought", "passes"), [(["x", "y", "z"], True), (["x", "y"], False)])
+def test_no_list_at_all_passes_only_when_nothing_is_left_to_recommend(
+    duckdb_resource, bought, passes
+):
+    with duckdb_resource.get_connection() as con:
+        con.execute("delete from customer_recommendations")
+        con.execute("delete from customer_rfm where customer_id = 'b'")
+        con.execute("delete from int_customer_item_daily")
+        for item in bought:
+            con.execute("insert into int_customer_item_daily values ('a', ?, 1)", [item])
+    assert full_list_per_customer(duckdb=duckdb_resource).passed is passes
