@@ -80,7 +80,7 @@ class RecommendationConfig(dg.Config):
     pool_min_recall: float = Field(
         default=0.99,
         description="Pool scoring is dropped for exact scoring when, on 5k customers scored both "
-        "ways, it keeps less than this share of the exact lists' quality (see models.py).",
+        "ways, it keeps less than this share of the exact lists' quality (see factor_models.py).",
     )
     warm_start_iterations: int | None = Field(
         default=2,

@@ -196,7 +196,7 @@ def write_lists(
 
     ``reuse`` lists the customers whose rows from the previous night are kept as they are (only
     the run id changes). Their reasons name an item the customer bought or looked at, whose text
-    is part of the kept model's catalogue signature (state.py), so that text is current too.
+    is part of the kept model's catalogue signature (kept_model.py), so that text is current too.
     """
     long = pa.table(
         {
