@@ -180,7 +180,16 @@ def run_pipeline(
     try:
         with database_lock(Path(database), run_id, wait_seconds=wait):
             return _run_locked(
-                run_id, events, fmt, items, as_of, database, quiet, tracking_uri, optout, started
+                run_id=run_id,
+                started=started,
+                events=events,
+                fmt=fmt,
+                items=items,
+                as_of=as_of,
+                database=database,
+                quiet=quiet,
+                tracking_uri=tracking_uri,
+                optout=optout,
             )
     except RunInProgress as exc:
         print(f"seg-pipeline: error: {exc}", file=sys.stderr)
@@ -197,7 +206,10 @@ def _dagster_instance(dg):
     return dg.DagsterInstance.get()
 
 
-def _run_locked(run_id, events, fmt, items, as_of, database, quiet, tracking_uri, optout, started):
+def _run_locked(
+    *, run_id, started, events, fmt, items, as_of, database, quiet, tracking_uri, optout
+) -> int:
+    """``run_pipeline`` once the database's run lock is held."""
     if not quiet:
         print(
             "seg-pipeline: loading definitions (dbt manifest, models)…", file=sys.stderr, flush=True
@@ -284,7 +296,7 @@ def build_docs(database: str) -> int:
     of the single-file site (descriptions, columns, tests, lineage and exposures)."""
     import subprocess
 
-    from seg_pipeline.defs.dbt.invocation import dbt_executable, dbt_vars, target_path
+    from seg_pipeline.defs.dbt.invocation import dbt_command, dbt_vars, target_path
     from seg_pipeline.lib.paths import DBT_PROJECT_DIR
 
     work = work_database_for(Path(database).resolve())
@@ -299,20 +311,9 @@ def build_docs(database: str) -> int:
     try:
         with database_lock(Path(database), "docs"):
             proc = subprocess.run(
-                [
-                    dbt_executable(),
-                    "docs",
-                    "generate",
-                    "--static",
-                    "--project-dir",
-                    str(DBT_PROJECT_DIR),
-                    "--profiles-dir",
-                    str(DBT_PROJECT_DIR),
-                    "--target-path",
-                    str(target),
-                    "--vars",
-                    dbt_vars(work, "docs"),
-                ],
+                dbt_command(
+                    target, "docs", "generate", "--static", "--vars", dbt_vars(work, "docs")
+                ),
                 cwd=DBT_PROJECT_DIR,
                 capture_output=True,
                 text=True,

@@ -36,20 +36,23 @@ def target_path(work_path: Path) -> Path:
     return work_path.with_name(f"{work_path.stem}_dbt_target")
 
 
-def parse_command(target: Path, *extra: str) -> list[str]:
-    """``dbt parse`` of this project into ``target``, plus ``extra`` arguments."""
+def dbt_command(target: Path, *args: str) -> list[str]:
+    """``dbt <args>`` on this project, with its profiles, writing into ``target``."""
     return [
         dbt_executable(),
-        "parse",
-        "--quiet",
+        *args,
         "--project-dir",
         str(DBT_PROJECT_DIR),
         "--profiles-dir",
         str(DBT_PROJECT_DIR),
         "--target-path",
         str(target),
-        *extra,
     ]
+
+
+def parse_command(target: Path, *extra: str) -> list[str]:
+    """``dbt parse`` of this project into ``target``, plus ``extra`` arguments."""
+    return [*dbt_command(target, "parse", "--quiet"), *extra]
 
 
 # Parses started by this process, by target folder, until the dbt step waits for them.

@@ -188,7 +188,7 @@ def recommendations(
     with duckdb.get_connection() as con:
         plan = plan_night(con, config.settings_hash(), config.retrain_every_days)
         try:
-            night = _night(context, con, config, night_settings, plan, phases)
+            night = _night(context, con, night_settings, plan, phases)
         except ValueError as exc:
             raise dg.Failure(str(exc)) from exc
     sim = night_settings.similarity
@@ -218,16 +218,14 @@ def recommendations(
     yield dg.MaterializeResult(asset_key="item_similarities", metadata=similarity_meta)
 
 
-def _night(context, con, config, night_settings, plan, phases):
+def _night(context, con, night_settings, plan, phases):
     """Tonight's kind of night: a rescore with the kept model, a refit, or popularity lists
     when the history cannot support evaluating models."""
     if plan.why is None:
         return rescore_night(con, night_settings, plan.kept, phases=phases)
     context.log.info(f"refitting the recommender: {plan.why}")
     try:
-        return refit_night(
-            con, night_settings, plan, config.settings_hash(), phases=phases, log=context.log.info
-        )
+        return refit_night(con, night_settings, plan, phases=phases, log=context.log.info)
     except NotEnoughData as exc:
         context.log.warning(f"publishing popularity lists: {exc}")
         return popularity_night(con, night_settings, plan, str(exc))

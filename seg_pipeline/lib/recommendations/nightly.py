@@ -83,11 +83,13 @@ class NightSettings:
 
 @dataclass
 class NightPlan:
-    """Which kind of night tonight is: ``why`` names the reason to refit (None: rescore)."""
+    """Which kind of night tonight is: ``why`` names the reason to refit (None: rescore).
+    ``settings_hash`` identifies the settings, kept with a refitted model."""
 
     as_of: date
     kept: KeptModel | None
     why: str | None
+    settings_hash: str
 
 
 def plan_night(
@@ -108,7 +110,7 @@ def plan_night(
         why = "the kept model's lists are missing"
     else:
         why = kept.retrain_reason(as_of, settings_hash, retrain_every_days)
-    return NightPlan(as_of=as_of, kept=kept, why=why)
+    return NightPlan(as_of=as_of, kept=kept, why=why, settings_hash=settings_hash)
 
 
 def choose_split(con: duckdb.DuckDBPyConnection, as_of: date, holdout_days: int) -> date:
@@ -248,7 +250,6 @@ def refit_night(
     con: duckdb.DuckDBPyConnection,
     settings: NightSettings,
     plan: NightPlan,
-    settings_hash: str,
     *,
     phases: PhaseTimer | None = None,
     log=lambda message: None,
@@ -344,7 +345,7 @@ def refit_night(
         full=full,
         available=available,
         lists=lists,
-        settings_hash=settings_hash,
+        settings_hash=plan.settings_hash,
     )
 
 

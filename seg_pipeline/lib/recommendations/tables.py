@@ -7,6 +7,8 @@ kept state and metrics go in one transaction, so a failed night leaves last nigh
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -18,6 +20,25 @@ from seg_pipeline.lib.recommendations.kept_model import KeptModel, save_state
 from seg_pipeline.lib.recommendations.lists import Lists
 from seg_pipeline.lib.recommendations.nightly import PopularityNight, RefitNight, RescoreNight
 from seg_pipeline.lib.recommendations.reasons import Reason
+
+
+@contextmanager
+def _night_lists(con: duckdb.DuckDBPyConnection, night, *, model_run_id, run_id, key, reuse=None):
+    """Open the night's transaction and replace the lists; the block adds the rest of the
+    night (kept state, metrics, its ``recommendation_runs`` row) before the commit."""
+    con.execute("begin transaction")
+    write_lists(
+        con,
+        night.lists,
+        night.full,
+        model=night.champion.name,
+        model_run_id=model_run_id,
+        run_id=run_id,
+        key=key,
+        reuse=reuse,
+    )
+    yield
+    con.execute("commit")
 
 
 def write_refit_night(
@@ -32,25 +53,18 @@ def write_refit_night(
 ) -> tuple[int, int]:
     """Replace the lists, keep the new model (or drop the old one) and add tonight's metrics,
     in one transaction; returns the lists' row and customer counts."""
-    con.execute("begin transaction")
-    write_lists(
-        con,
-        night.lists,
-        night.full,
-        model=night.champion.name,
-        model_run_id=model_run_id,
-        run_id=run_id,
-        key=key,
-    )
-    save_state(con, night.full.user_ids, night.fingerprints, kept, refit=True)
-    con.register("metrics_df", metrics)
-    con.execute(
-        "create table if not exists recommendation_metrics as select * from metrics_df where false"
-    )
-    con.execute("delete from recommendation_metrics where as_of = $as_of", {"as_of": night.as_of})
-    con.execute("insert into recommendation_metrics by name select * from metrics_df")
-    record_night(con, night.as_of, run_id, "refit", night.evaluation.champion_key, None)
-    con.execute("commit")
+    with _night_lists(con, night, model_run_id=model_run_id, run_id=run_id, key=key):
+        save_state(con, night.full.user_ids, night.fingerprints, kept, refit=True)
+        con.register("metrics_df", metrics)
+        con.execute(
+            "create table if not exists recommendation_metrics as "
+            "select * from metrics_df where false"
+        )
+        con.execute(
+            "delete from recommendation_metrics where as_of = $as_of", {"as_of": night.as_of}
+        )
+        con.execute("insert into recommendation_metrics by name select * from metrics_df")
+        record_night(con, night.as_of, run_id, "refit", night.evaluation.champion_key, None)
     con.unregister("metrics_df")
     return list_counts(con)
 
@@ -60,20 +74,17 @@ def write_rescore_night(
 ) -> tuple[int, int]:
     """Replace the re-scored customers' lists (the others keep theirs) and tonight's history
     fingerprints, in one transaction; returns the lists' row and customer counts."""
-    con.execute("begin transaction")
-    write_lists(
+    kept = night.kept
+    with _night_lists(
         con,
-        night.lists,
-        night.full,
-        model=night.champion.name,
-        model_run_id=night.kept.model_run_id,
+        night,
+        model_run_id=kept.model_run_id,
         run_id=run_id,
         key=key,
         reuse=night.kept_customers,
-    )
-    save_state(con, night.full.user_ids, night.fingerprints, refit=False)
-    record_night(con, night.kept.trained_as_of, run_id, "rescore", night.kept.champion, None)
-    con.execute("commit")
+    ):
+        save_state(con, night.full.user_ids, night.fingerprints, refit=False)
+        record_night(con, kept.trained_as_of, run_id, "rescore", kept.champion, None)
     return list_counts(con)
 
 
@@ -87,20 +98,10 @@ def write_popularity_night(
 ) -> tuple[int, int]:
     """Replace the lists with popularity lists and drop any kept model (the next night tries
     to fit one again), in one transaction; no metrics are added."""
-    con.execute("begin transaction")
-    write_lists(
-        con,
-        night.lists,
-        night.full,
-        model=night.champion.name,
-        model_run_id=model_run_id,
-        run_id=run_id,
-        key=key,
-    )
-    save_state(con, night.full.user_ids, night.fingerprints, None, refit=True)
-    con.execute(f"create table if not exists recommendation_metrics ({METRICS_COLUMNS})")
-    record_night(con, night.as_of, run_id, "popularity", night.champion.name, night.note)
-    con.execute("commit")
+    with _night_lists(con, night, model_run_id=model_run_id, run_id=run_id, key=key):
+        save_state(con, night.full.user_ids, night.fingerprints, None, refit=True)
+        con.execute(f"create table if not exists recommendation_metrics ({METRICS_COLUMNS})")
+        record_night(con, night.as_of, run_id, "popularity", night.champion.name, night.note)
     return list_counts(con)
 
 

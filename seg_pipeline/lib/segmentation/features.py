@@ -87,17 +87,26 @@ FEATURE_SETS = {"rfm": RFM_FEATURES, "behaviour": BEHAVIOUR_FEATURES}
 CLIP = 3.0
 
 
+class NotEnoughData(ValueError):
+    """The customers cannot support a sweep (too few, or all alike); one segment holds them."""
+
+
 def prepare(
     frame: pd.DataFrame, features: tuple[str, ...], scaling: str = "robust", scaler=None
 ) -> tuple[np.ndarray, object, tuple[str, ...], np.ndarray]:
     """Transform, drop constant columns, scale and winsorise.
 
     Returns the clustering matrix, the scaler, the features kept and the transformed (unscaled)
-    values of those features. Pass a fitted ``scaler`` (with its features) to reuse it.
+    values of those features. Pass a fitted ``scaler`` (with its features) to reuse it. Raises
+    ``NotEnoughData`` when every feature is constant (nothing to cluster on).
     """
     raw = feature_matrix(frame, features)
     if scaler is None:
         keep = informative(raw)
+        if not keep.any():
+            raise NotEnoughData(
+                f"all {len(frame)} customers have the same features: one segment holds them"
+            )
         features = tuple(f for f, k in zip(features, keep, strict=True) if k)
         raw = raw[:, keep]
         scaled, scaler = scale(raw, scaling)

@@ -11,6 +11,7 @@ every customer's label; naming, ids and tables are the caller's (``nightly.segme
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,8 +22,8 @@ from seg_pipeline.lib.segmentation.features import (
     CLIP,
     FEATURE_SETS,
     RFM_FEATURES,
+    NotEnoughData,
     feature_matrix,
-    informative,
     prepare,
     scale,
 )
@@ -37,10 +38,6 @@ from seg_pipeline.lib.segmentation.selection import (
     fit_candidate,
     nearest_centroid,
 )
-
-
-class NotEnoughData(ValueError):
-    """The customers cannot support a sweep (too few, or all alike); one segment holds them."""
 
 
 @dataclass(frozen=True)
@@ -138,17 +135,15 @@ def prepare_spaces(
     sorts.
     """
 
-    for features in [RFM_FEATURES, *(FEATURE_SETS[name] for name in settings.features)]:
-        if not informative(feature_matrix(current, features)).any():
-            raise NotEnoughData(
-                f"all {len(current)} customers have the same features: one segment holds them"
-            )
-
     def one(name: str | None):
         if name is None:
             return prepare(current, RFM_FEATURES, "standard")
         x, scaler, feats, raw = prepare(current, FEATURE_SETS[name], settings.scaling)
-        x_hold = prepare(holdout, feats, settings.scaling)[0] if len(holdout) > 20 else None
+        x_hold = None
+        # Holdout customers who are all alike give no forecast power, not a single segment.
+        with suppress(NotEnoughData):
+            if len(holdout) > 20:
+                x_hold = prepare(holdout, feats, settings.scaling)[0]
         return FeatureSpace(x=x, scaler=scaler, features=feats, raw=raw, x_hold=x_hold)
 
     *prepared, identity = each_in_threads(one, [*settings.features, None])

@@ -68,7 +68,7 @@ def shop(tmp_path):
 
 def _refit(con) -> RefitNight:
     plan = plan_night(con, "hash", SETTINGS.retrain_every_days)
-    night = refit_night(con, SETTINGS, plan, "hash")
+    night = refit_night(con, SETTINGS, plan)
     tables.write_refit_night(
         con,
         night,
@@ -151,4 +151,4 @@ def test_a_window_without_new_purchases_is_a_clear_error(shop):
         {"d": AS_OF - timedelta(days=30)},
     )
     with pytest.raises(ValueError, match="no customer bought a new item"):
-        refit_night(shop, SETTINGS, plan_night(shop, "hash", 7), "hash")
+        refit_night(shop, SETTINGS, plan_night(shop, "hash", 7))
