@@ -58,13 +58,24 @@ class SegmentationConfig(dg.Config):
     )
     refit: bool = Field(
         default=True,
-        description="Re-fit tonight; off: assign customers to the "
-        "stored segments without re-fitting.",
+        description="Refit the segments when the refit rule calls for it (no stored segments, "
+        "they are refit_after_days old, refit_changed_share of customers bought since, or their "
+        "forecast power fell by change_margin); otherwise customers are assigned to the stored "
+        "segments. Off: always assign to the stored segments.",
+    )
+    refit_after_days: int = Field(
+        default=28, description="Refit segments that are this many days old."
+    )
+    refit_changed_share: float = Field(
+        default=0.1,
+        description="Refit when this share of today's customers bought (or first appeared) "
+        "since the segments were fitted.",
     )
     change_margin: float = Field(
         default=0.02,
-        description="Keep yesterday's method and size unless a candidate forecasts better by more "
-        "than this omega squared.",
+        description="On a refit, keep yesterday's method and size unless a candidate forecasts "
+        "better by more than this omega squared; between refits, refit when the stored segments' "
+        "omega squared falls by more than this.",
     )
     match_distance: float = Field(
         default=1.0,
@@ -80,6 +91,8 @@ class SegmentationConfig(dg.Config):
             "scaling": self.scaling,
             "k_range": f"{self.k_min}-{self.k_max}",
             "refit": self.refit,
+            "refit_after_days": self.refit_after_days,
+            "refit_changed_share": self.refit_changed_share,
         }
 
     def to_settings(self) -> SweepSettings:
@@ -119,6 +132,8 @@ def behavioural_segments(
         holdout = tables.load_features(con, "holdout")
         rfm = tables.load_rfm(con)
         previous = tables.load_stored_model(con)
+        as_of = rfm["as_of"].iloc[0] if len(rfm) else None
+        history = tables.load_recent_history(con, as_of)
     phases.lap("features loaded")
     try:
         night = segment_customers(
@@ -126,8 +141,9 @@ def behavioural_segments(
             holdout,
             previous,
             config.to_settings(),
-            as_of=rfm["as_of"].iloc[0] if len(rfm) else None,
+            as_of=as_of,
             basis=str(rfm["monetary_basis"].iloc[0]) if len(rfm) else "revenue",
+            history=history,
             warn=context.log.warning,
         )
     except ValueError as exc:

@@ -49,7 +49,19 @@ def selection_figures(night: SegmentationNight) -> dict:
     for col, (eta, omega) in night.rfm_eta.items():
         out[f"{col}_forecast_eta2"] = eta
         out[f"{col}_forecast_omega2"] = omega
+    out["refit"] = night.sweep.method != "assigned"
+    out["decision"] = night.sweep.refit or night.sweep.kept or night.sweep.note or ""
+    out.update(stability_figures(night))
     return out
+
+
+def stability_figures(night: SegmentationNight) -> dict[str, float]:
+    """Shares of quiet customers who kept their segment and their named RFM segment, per lag."""
+    return {
+        f"{kind}_kept_{lag}": figures[kind]
+        for lag, figures in night.stability.items()
+        for kind in ("segment", "rfm_segment")
+    } | {f"quiet_customers_{lag}": figures["customers"] for lag, figures in night.stability.items()}
 
 
 def selection_charts(night: SegmentationNight, rfm: pd.DataFrame) -> dict[str, bytes]:
@@ -121,6 +133,8 @@ def log_selection(
         ],
     )
     mlflow.log_metrics(finite_figures(sweep.chosen_row))
+    mlflow.log_metrics(stability_figures(night))
+    mlflow.set_tag("decision", (sweep.refit or sweep.kept or "")[:500])
     for col, (eta, omega) in night.rfm_eta.items():
         mlflow.log_metrics({f"{col}_forecast_eta2": eta, f"{col}_forecast_omega2": omega})
     with tempfile.TemporaryDirectory() as tmp:

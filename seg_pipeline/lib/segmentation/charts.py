@@ -20,29 +20,54 @@ def _png(fig) -> bytes:
 
 
 def selection_chart(candidates: pd.DataFrame) -> bytes:
-    """Silhouette and the elbow (inertia) against the number of segments, per method."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for method, group in candidates.groupby("method"):
+    """How the sweep chose: silhouette, forecast power and the elbow against the number of
+    segments, one line per method and feature space, the chosen candidate ringed in each panel.
+
+    Forecast power (omega squared of next-period spend) decides among the candidates within the
+    silhouette tolerance, so it is drawn only where it was measured. Inertia is only comparable
+    within one feature space and a mixture's BIC is on another scale altogether: BIC gets its own
+    axis.
+    """
+    fig, (sil, fc, elbow) = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    bic_axis = None
+    colours = plt.get_cmap("tab10").colors
+    for ((method, features), group), colour in zip(
+        candidates.groupby(["method", "features"]), colours, strict=False
+    ):
         group = group.sort_values("n_segments")
-        left.plot(group["n_segments"], group["silhouette"], "o-", label=method)
-        right.plot(group["n_segments"], group["inertia"], "s--", label=method)
-    chosen = candidates[candidates["chosen"]]
-    for _, row in chosen.iterrows():
-        left.scatter(
-            [row["n_segments"]],
-            [row["silhouette"]],
-            s=160,
-            facecolors="none",
-            edgecolors="red",
-            linewidths=2,
-            label="chosen",
-        )
-    left.set_xlabel("segments")
-    left.set_ylabel("silhouette (higher is better)")
-    right.set_xlabel("segments")
-    right.set_ylabel("inertia (look for the elbow)")
-    left.legend(fontsize=7)
-    fig.suptitle("Choosing the number of segments")
+        label = f"{method}, {features}"
+        style = {"color": colour, "label": label}
+        sil.plot(group["n_segments"], group["silhouette"], "o-", **style)
+        if "forecast_omega2" in group and group["forecast_omega2"].notna().any():
+            measured = group[group["forecast_omega2"].notna()]
+            fc.plot(measured["n_segments"], measured["forecast_omega2"], "o-", **style)
+        if method == "gmm" and "bic" in group:
+            bic_axis = bic_axis or elbow.twinx()
+            bic_axis.plot(group["n_segments"], group["bic"], "^:", **style)
+        else:
+            elbow.plot(group["n_segments"], group["inertia"], "s--", **style)
+    chosen = candidates[candidates["chosen"]].iloc[0]
+    ring = {"s": 220, "facecolors": "none", "edgecolors": "red", "linewidths": 2, "zorder": 5}
+    sil.scatter([chosen["n_segments"]], [chosen["silhouette"]], label="chosen", **ring)
+    if pd.notna(chosen.get("forecast_omega2")):
+        fc.scatter([chosen["n_segments"]], [chosen["forecast_omega2"]], **ring)
+    if chosen["method"] == "gmm" and bic_axis is not None and "bic" in chosen:
+        bic_axis.scatter([chosen["n_segments"]], [chosen["bic"]], **ring)
+    else:
+        elbow.scatter([chosen["n_segments"]], [chosen["inertia"]], **ring)
+    sil.set_ylabel("silhouette (higher is better)")
+    fc.set_ylabel("forecast power ω² (decides)")
+    fc.set_title("measured for the candidates within the silhouette tolerance", fontsize=8)
+    elbow.set_ylabel("inertia (look for the elbow)")
+    if bic_axis is not None:
+        bic_axis.set_ylabel("mixture BIC (lower is better)")
+    for ax in (sil, fc, elbow):
+        ax.set_xlabel("segments")
+    fig.legend(*sil.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=7)
+    fig.suptitle(
+        "Choosing the number of segments: chosen "
+        f"{chosen['method']} {chosen['param']} on {chosen['features']}"
+    )
     return _png(fig)
 
 

@@ -9,7 +9,7 @@ spend for comparison, and builds the scikit-learn pipeline that assigns a new cu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -22,6 +22,8 @@ from seg_pipeline.lib.segmentation.features import SKEWED, transform_columns, wi
 from seg_pipeline.lib.segmentation.forecast import forecast_power
 from seg_pipeline.lib.segmentation.identity import inherit_identity
 from seg_pipeline.lib.segmentation.profiles import profile_segments
+from seg_pipeline.lib.segmentation.stability import membership_stability
+from seg_pipeline.lib.segmentation.stored import StoredModel, refit_reason, scaler_state
 from seg_pipeline.lib.segmentation.sweep import (
     NotEnoughData,
     SweepResult,
@@ -33,11 +35,13 @@ from seg_pipeline.lib.segmentation.sweep import (
     run_sweep,
     single_segment,
 )
+from seg_pipeline.lib.segmentation.tree import RuleSegmenter
 
 # The pipeline's transformers are our own functions; skops loads only what it is told to trust.
 SEGMENTER_TRUSTED_TYPES = [
     "seg_pipeline.lib.segmentation.features.transform_columns",
     "seg_pipeline.lib.segmentation.features.winsorise",
+    "seg_pipeline.lib.segmentation.tree.RuleSegmenter",
 ]
 
 
@@ -47,7 +51,8 @@ class SegmentationNight:
 
     ``segments`` has one row per customer (customer_id, segment_id, segment_name, method);
     ``profiles`` one per segment, in id order; ``centroids`` is the model kept for the next
-    night (raw feature means, so tomorrow's scaler maps them into tomorrow's space).
+    nights (``stored.StoredModel``: the assigning centroids in raw feature units, the scaler and
+    the fit date).
     ``rfm_eta`` holds (η², ω²) of next-period spend for ``rfm_segment`` and ``rfm_cell``.
     """
 
@@ -58,12 +63,14 @@ class SegmentationNight:
     rfm_eta: dict[str, tuple[float, float]]
     as_of: object
     basis: str
+    stability: dict = field(default_factory=dict)
 
     @cached_property
     def segmenter(self) -> Pipeline | None:
-        """The registered model (``segmenter_pipeline``), built when first asked for: its fit
-        runs over every customer, so the step builds it while the tables are being written."""
-        return segmenter_pipeline(self.sweep, self.segments["segment_id"].to_numpy())
+        """The registered model (``segmenter_pipeline``)."""
+        return segmenter_pipeline(
+            self.sweep, dict(zip(self.profiles["label"], self.profiles["segment_id"], strict=True))
+        )
 
     @property
     def model_name(self) -> str:
@@ -87,6 +94,14 @@ class SegmentationNight:
             "rfm_segment_eta2": self.rfm_eta.get("rfm_segment", (None, None))[0],
             "rfm_cell_eta2": self.rfm_eta.get("rfm_cell", (None, None))[0],
             "note": self.sweep.note,
+            "refit": self.sweep.method != "assigned",
+            "decision": self.sweep.refit or self.sweep.kept,
+            "fitted_as_of": self.centroids["fitted_as_of"].iloc[0],
+            **{
+                f"{kind}_kept_{lag}": figures[kind]
+                for lag, figures in self.stability.items()
+                for kind in ("segment", "rfm_segment")
+            },
         }
 
 
@@ -98,6 +113,7 @@ def segment_customers(
     *,
     as_of,
     basis: str = "revenue",
+    history: pd.DataFrame | None = None,
     warn=lambda message: None,
 ) -> SegmentationNight:
     """Segment today's customers.
@@ -115,24 +131,41 @@ def segment_customers(
         The run's as-of date, kept with the stored model.
     basis : {"revenue", "units"}
         What ``monetary`` measures, for the descriptions.
+    history : DataFrame, optional
+        Earlier ``segment_history`` snapshots, for the membership stability of quiet customers
+        (``stability.membership_stability``).
     warn : callable
         Receives a line for each candidate that could not be fitted.
     """
     settings.validate()
     if len(current) == 0:
         raise ValueError("no customer has bought anything: nothing to segment")
-    has_previous = previous is not None and len(previous) > 0
     y_hold = holdout_target(holdout)
+    stored = StoredModel.from_frame(previous)
+    reason = refit_reason(
+        stored,
+        current,
+        holdout,
+        y_hold,
+        as_of,
+        refit_after_days=settings.refit_after_days,
+        refit_changed_share=settings.refit_changed_share,
+        change_margin=settings.change_margin,
+    )
+    if stored is not None and reason is not None and not settings.refit:
+        warn(f"refits are off: keeping the stored segments although {reason}")
+        reason = None
     try:
         spaces, (identity_x, identity_scaler, _, identity_raw) = prepare_spaces(
-            current, holdout, settings
+            current, holdout, settings, sweep=reason is not None
         )
-        if settings.refit or not has_previous:
+        if reason is None:
+            sweep = assign_stored(current, holdout, y_hold, stored, _kept_because(stored, as_of))
+        else:
             sweep = run_sweep(
                 spaces, y_hold, len(holdout), settings, incumbent=incumbent_of(previous), warn=warn
             )
-        else:
-            sweep = assign_stored(current, previous, settings)
+            sweep.refit = reason
     except NotEnoughData as exc:
         warn(str(exc))
         sweep = single_segment(current, str(exc))
@@ -142,16 +175,21 @@ def segment_customers(
 
     profiles = profile_segments(current, labels, basis=basis)
     label_order = profiles["label"].to_numpy()
-    today = np.vstack([identity_x[labels == label].mean(axis=0) for label in label_order])
-    stored = _stored_identity(previous, identity_scaler, today.shape[1], warn)
-    ids, names = inherit_identity(
-        today,
-        ["All customers"] if sweep.method == "single" else profiles["segment_name"].tolist(),
-        stored,
-        previous["segment_id"].tolist() if stored is not None else [],
-        previous["segment_name"].tolist() if stored is not None else [],
-        max_distance=settings.match_distance,
-    )
+    if sweep.method == "assigned":
+        # Between refits a segment is the stored one: it keeps its id and name.
+        ids = [stored.ids[label] for label in label_order]
+        names = [stored.names[label] for label in label_order]
+    else:
+        today = np.vstack([identity_x[labels == label].mean(axis=0) for label in label_order])
+        kept = _stored_identity(previous, identity_scaler, today.shape[1], warn)
+        ids, names = inherit_identity(
+            today,
+            ["All customers"] if sweep.method == "single" else profiles["segment_name"].tolist(),
+            kept,
+            previous["segment_id"].tolist() if kept is not None else [],
+            previous["segment_name"].tolist() if kept is not None else [],
+            max_distance=settings.match_distance,
+        )
     profiles["segment_id"], profiles["segment_name"] = ids, names
     profiles = profiles.sort_values("segment_id", key=lambda s: s.str[1:].astype(int))
     segment_of = dict(zip(profiles["label"], profiles["segment_id"], strict=True))
@@ -162,26 +200,53 @@ def segment_customers(
         for col in ("rfm_segment", "rfm_cell"):
             rfm_eta[col] = forecast_power(holdout[col].to_numpy(), y_hold)
 
-    method = sweep.method
     segments = current[["customer_id"]].copy()
     segments["segment_id"] = [segment_of[label] for label in labels]
     segments["segment_name"] = [name_of[label] for label in labels]
-    segments["method"] = method
+    segments["method"] = sweep.method
     label_order = profiles["label"].to_numpy()
-    raw = sweep.space.raw
+    if sweep.method == "assigned":
+        model = stored
+    else:
+        model = StoredModel(
+            features=sweep.space.features,
+            raw_centroids=sweep.space.scaler.inverse_transform(sweep.centroids),
+            scaler=sweep.space.scaler,
+            ids=[],
+            names=[],
+            method=f"{sweep.method} {sweep.param}",
+            space_name=sweep.space_name,
+            fitted_as_of=None if as_of is None else pd.Timestamp(as_of).date(),
+            fitted_omega2=None,
+            rules=sweep.rules,
+        )
+        model.fitted_omega2 = model.forecast_omega2(holdout, y_hold)
+    kind, center, scale = scaler_state(model.scaler)
     centroids = pd.DataFrame(
         {
             "segment_id": [segment_of[label] for label in label_order],
             "segment_name": [name_of[label] for label in label_order],
-            "centroid": [list(map(float, raw[labels == lb].mean(axis=0))) for lb in label_order],
+            "centroid": [list(map(float, model.raw_centroids[lb])) for lb in label_order],
             "rfm_centroid": [
                 list(map(float, identity_raw[labels == lb].mean(axis=0))) for lb in label_order
             ],
-            "features": json.dumps(list(sweep.space.features)),
-            "method": f"{method} {sweep.param}",
-            "feature_space": sweep.space_name,
+            "features": json.dumps(list(model.features)),
+            "method": model.method,
+            "feature_space": model.space_name,
             "as_of": as_of,
+            "scaling": kind,
+            "scaler_center": [center] * len(label_order),
+            "scaler_scale": [scale] * len(label_order),
+            "fitted_as_of": model.fitted_as_of,
+            "fitted_forecast_omega2": model.fitted_omega2,
+            "rule": [
+                None if model.rules is None else json.dumps(model.rules[lb]) for lb in label_order
+            ],
         }
+    )
+    today = segments.assign(
+        rfm_segment=current["rfm_segment"].to_numpy(),
+        recency_days=current["recency_days"].to_numpy(),
     )
     return SegmentationNight(
         sweep=sweep,
@@ -191,7 +256,13 @@ def segment_customers(
         rfm_eta=rfm_eta,
         as_of=as_of,
         basis=basis,
+        stability=membership_stability(today, history, as_of) if history is not None else {},
     )
+
+
+def _kept_because(stored: StoredModel, as_of) -> str:
+    age = (pd.Timestamp(as_of).date() - stored.fitted_as_of).days
+    return f"kept the segments fitted on {stored.fitted_as_of}, {age} days ago: no refit rule fired"
 
 
 def _stored_identity(previous, identity_scaler, n_features: int, warn) -> np.ndarray | None:
@@ -206,18 +277,29 @@ def _stored_identity(previous, identity_scaler, n_features: int, warn) -> np.nda
     return identity_scaler.transform(stored)
 
 
-def segmenter_pipeline(sweep: SweepResult, segment_ids: np.ndarray) -> Pipeline | None:
+def segmenter_pipeline(sweep: SweepResult, segment_of: dict) -> Pipeline | RuleSegmenter | None:
     """Raw features in, segment id out: the model registered in MLflow.
 
-    The nearest-centroid step is fitted on the customers themselves, so its centroids are the
-    segments' means in the scaled space. None for a single segment, which needs no model.
+    Its nearest-centroid step holds the very centroids that assigned tonight's customers (each
+    fitted on its own point), so the model gives a customer the segment the tables give them.
+    None for a single segment, which needs no model.
     """
-    if len(np.unique(segment_ids)) < 2:
+    if len(segment_of) < 2:
         return None
     features = sweep.space.features
+    labels = list(segment_of)
+    if sweep.rules is not None:
+        return RuleSegmenter(
+            features=list(features),
+            rules=[[list(c) for c in sweep.rules[lb]] for lb in labels],
+            segment_ids=[segment_of[lb] for lb in labels],
+        )
+    # One point per class has no within-class spread, which only shrinkage would use.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nearest = NearestCentroid().fit(sweep.centroids[labels], [segment_of[lb] for lb in labels])
     return make_pipeline(
         FunctionTransformer(transform_columns, kw_args={"skewed": [f in SKEWED for f in features]}),
         sweep.space.scaler,
         FunctionTransformer(winsorise),
-        NearestCentroid().fit(sweep.space.x, segment_ids),
+        nearest,
     )

@@ -73,4 +73,12 @@ def report_facts(run: dict) -> dict[str, str]:
             f"segments {eta:.3f}; named RFM segments {run['rfm_segment_eta2']:.3f}; "
             f"125 RFM cells {run['rfm_cell_eta2']:.3f}"
         )
+    if run.get("decision"):
+        facts["refit" if run.get("refit") else "between refits"] = run["decision"]
+    for lag in ("day", "week"):
+        kept = run.get(f"segment_kept_{lag}")
+        if kept is not None and math.isfinite(kept):
+            facts[f"customers with no purchase who kept their segment, {lag} over {lag}"] = (
+                f"segments {kept:.1%}; named RFM segments {run[f'rfm_segment_kept_{lag}']:.1%}"
+            )
     return facts

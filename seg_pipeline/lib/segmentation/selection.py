@@ -37,8 +37,17 @@ from sklearn.metrics import (
 )
 from sklearn.mixture import GaussianMixture
 
+from seg_pipeline.lib.segmentation.tree import (
+    apply_rules,
+    cross_fitted_power,
+    fit_tree,
+    leaf_rules,
+)
+
 MINIBATCH_THRESHOLD = 200_000
-METHODS = ("kmeans", "gmm", "agglomerative", "hdbscan")
+METHODS = ("kmeans", "gmm", "agglomerative", "hdbscan", "tree")
+# Methods that learn from next-period spend: judged on forecast power alone (see ``contenders``).
+SUPERVISED = ("tree",)
 LINKAGES = ("ward", "complete", "average", "single")
 # Linkage trees by (sample content, linkage) and the silhouette sample's distance matrix by sample
 # content. Every candidate of a feature space shares them, and building them is the costly part;
@@ -75,6 +84,7 @@ class Candidate:
     metrics: dict = field(default_factory=dict)
     model: object | None = None
     linkage_matrix: np.ndarray | None = None
+    rules: list | None = None  # a tree's leaf rules (every leaf, also those nobody reached)
 
     @property
     def n_segments(self) -> int:
@@ -98,6 +108,16 @@ def centroids_of(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
     remap[kept] = np.arange(len(kept))
     relabelled = np.where(labels >= 0, remap[np.clip(labels, 0, None)], -1)
     return np.vstack([x[relabelled == i].mean(axis=0) for i in range(len(kept))]), relabelled
+
+
+def assign_to(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every row to its nearest centroid: the centroids that received rows, and labels into
+    them (renumbered 0..k-1)."""
+    labels = nearest_centroid(x, centroids)
+    kept = np.unique(labels)
+    remap = np.full(len(centroids), -1)
+    remap[kept] = np.arange(len(kept))
+    return centroids[kept], remap[labels]
 
 
 def _score(x, labels, centroids, sample, model=None) -> dict:
@@ -136,16 +156,19 @@ def fit_candidate(
     fit_sample_size: int = 5_000,
     linkage: str = "ward",
     score: bool = True,
+    supervision: TreeInputs | None = None,
 ) -> Candidate:
     """Fit one candidate (``param`` is k, or HDBSCAN's ``min_cluster_size``).
 
     ``score=False`` skips the quality metrics (silhouette is the costly one), for fits whose
-    labels are all that is used, such as the holdout fits behind the forecast measure.
+    labels are all that is used, such as the holdout fits behind the forecast measure. A tree
+    needs ``supervision``: it learns from the holdout snapshot and assigns ``x``'s customers by
+    its rules; its forecast power is cross-fitted (``tree.cross_fitted_power``).
     """
     rng = np.random.default_rng(random_state)
     sample = rng.choice(len(x), size=min(sample_size, len(x)), replace=False)
     fit_idx = rng.choice(len(x), size=min(fit_sample_size, len(x)), replace=False)
-    model, link = None, None
+    model, link, rules, forecast = None, None, None, {}
     if method == "kmeans":
         k = int(param)
         if len(x) > MINIBATCH_THRESHOLD:
@@ -187,6 +210,20 @@ def fit_candidate(
         labels = nearest_centroid(x, centroids)
         label = f"min_cluster_size={size}"
         noise_share = float((sub_labels < 0).mean())
+    elif method == "tree":
+        k, sup = int(param), supervision
+        if sup is None:
+            raise ValueError("no holdout spend to learn a tree from")
+        tree = fit_tree(
+            sup.hold_values, sup.y, k, min_share=sup.min_share, random_state=random_state
+        )
+        rules = leaf_rules(tree, sup.features)
+        labels = apply_rules(pd.DataFrame(sup.values, columns=list(sup.features)), rules)
+        eta2, omega2 = cross_fitted_power(
+            sup.hold_values, sup.y, k, min_share=sup.min_share, random_state=random_state
+        )
+        forecast = {"forecast_eta2": eta2, "forecast_omega2": omega2}
+        label = f"k={k}"
     else:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
     centroids, labels = centroids_of(x, labels)
@@ -198,10 +235,23 @@ def fit_candidate(
         param=label,
         labels=labels,
         centroids=centroids,
-        metrics=metrics,
+        metrics={**metrics, **forecast},
         model=model,
         linkage_matrix=link,
+        rules=rules,
     )
+
+
+@dataclass
+class TreeInputs:
+    """What a tree learns from: the holdout customers' features in their own units and their
+    log next-period spend, and today's customers' features to assign by its rules."""
+
+    features: tuple[str, ...]
+    values: np.ndarray
+    hold_values: np.ndarray
+    y: np.ndarray
+    min_share: float
 
 
 def candidate_params(method: str, k_values: range, n: int) -> list[int]:
@@ -227,17 +277,26 @@ def contenders(
     eligible = pool[pool["min_share"] >= min_share]
     if len(eligible) == 0:
         eligible = pool if len(pool) else table
-    eligible = (
-        eligible[eligible["silhouette"].notna()]
-        if eligible["silhouette"].notna().any()
-        else eligible
+    # A tree's leaves are rules, not compact clusters: the silhouette tolerance (which keeps
+    # clusterings that are not clusters out) does not apply to them; forecast power judges them.
+    supervised = (
+        eligible["method"].isin(SUPERVISED)
+        if "method" in eligible
+        else pd.Series(False, index=eligible.index)
+    )
+    clusters = eligible[~supervised]
+    clusters = (
+        clusters[clusters["silhouette"].notna()]
+        if clusters["silhouette"].notna().any()
+        else clusters
     )
     # Silhouettes are only comparable within one feature space: the tolerance applies per space.
     group = (
-        eligible["features"] if "features" in eligible else pd.Series("all", index=eligible.index)
+        clusters["features"] if "features" in clusters else pd.Series("all", index=clusters.index)
     )
-    best = eligible.groupby(group)["silhouette"].transform("max")
-    return eligible[eligible["silhouette"] >= best - silhouette_tolerance]
+    best = clusters.groupby(group)["silhouette"].transform("max")
+    close = clusters[clusters["silhouette"] >= best - silhouette_tolerance]
+    return eligible.loc[sorted([*close.index, *eligible.index[supervised]])]
 
 
 def choose(

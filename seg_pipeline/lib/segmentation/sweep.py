@@ -3,14 +3,14 @@
 This is where a segment is chosen. ``run_sweep`` fits every (feature space, method, size) on a
 sample, scores it on cluster quality, fits the contenders again at the holdout cut to measure how
 well their segments forecast the spend that followed, and applies the selection rule
-(``selection.choose``). ``assign_stored`` is the night without a refit: today's customers go to the
-nearest stored centroid. Both return a ``SweepResult``: the candidates table, the chosen model and
-every customer's label; naming, ids and tables are the caller's (``nightly.segment_customers``).
+(``selection.choose``). ``assign_stored`` is the night without a refit (``stored.refit_reason``
+decides): today's customers go to the nearest stored centroid. Both return a ``SweepResult``: the
+candidates table, the chosen model and every customer's label; naming, ids and tables are the
+caller's (``nightly.segment_customers``).
 """
 
 from __future__ import annotations
 
-import json
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -19,7 +19,6 @@ import pandas as pd
 
 from seg_pipeline.lib.parallel import each_in_threads
 from seg_pipeline.lib.segmentation.features import (
-    CLIP,
     FEATURE_SETS,
     RFM_FEATURES,
     NotEnoughData,
@@ -30,14 +29,18 @@ from seg_pipeline.lib.segmentation.features import (
 from seg_pipeline.lib.segmentation.forecast import forecast_power, log_target
 from seg_pipeline.lib.segmentation.selection import (
     METHODS,
+    SUPERVISED,
     Candidate,
+    TreeInputs,
+    assign_to,
     candidate_params,
     centroids_of,
     choose,
     contenders,
     fit_candidate,
-    nearest_centroid,
 )
+from seg_pipeline.lib.segmentation.stored import StoredModel
+from seg_pipeline.lib.segmentation.tree import apply_rules
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class SweepSettings:
     fit_sample: int = 5_000
     selection_sample: int = 20_000
     refit: bool = True
+    refit_after_days: int = 28
+    refit_changed_share: float = 0.1
     change_margin: float = 0.02
     match_distance: float = 1.0
     random_state: int = 42
@@ -88,6 +93,9 @@ class FeatureSpace:
     features: tuple[str, ...]
     raw: np.ndarray
     x_hold: np.ndarray | None
+    # The features in their own units, today and at the holdout cut: what a tree's rules read.
+    values: np.ndarray | None = None
+    hold_values: np.ndarray | None = None
 
 
 @dataclass
@@ -112,6 +120,9 @@ class SweepResult:
     incumbent: dict | None = None
     candidates: list[Candidate] = field(default_factory=list)
     note: str | None = None  # what the data could not support, for the run's warnings
+    kept: str | None = None  # why the stored segments were kept (nights between refits)
+    refit: str | None = None  # why tonight refitted (``stored.refit_reason``)
+    rules: list | None = None  # a tree's leaf rules, one per label
 
     @property
     def chosen_row(self) -> dict:
@@ -126,10 +137,11 @@ class SweepResult:
 
 
 def prepare_spaces(
-    current: pd.DataFrame, holdout: pd.DataFrame, settings: SweepSettings
+    current: pd.DataFrame, holdout: pd.DataFrame, settings: SweepSettings, *, sweep: bool = True
 ) -> tuple[dict[str, FeatureSpace], tuple]:
-    """Each swept feature space, and the fixed log-RFM space in which segments are matched to
-    yesterday's whatever space wins (``prepare``'s 4-tuple, standard-scaled).
+    """Each swept feature space (none unless ``sweep``), and the fixed log-RFM space in which
+    segments are matched to yesterday's whatever space wins (``prepare``'s 4-tuple,
+    standard-scaled).
 
     The spaces are prepared one per core: numpy releases the GIL in the logs and the scalers'
     sorts.
@@ -144,10 +156,19 @@ def prepare_spaces(
         with suppress(NotEnoughData):
             if len(holdout) > 20:
                 x_hold = prepare(holdout, feats, settings.scaling)[0]
-        return FeatureSpace(x=x, scaler=scaler, features=feats, raw=raw, x_hold=x_hold)
+        return FeatureSpace(
+            x=x,
+            scaler=scaler,
+            features=feats,
+            raw=raw,
+            x_hold=x_hold,
+            values=current[list(feats)].to_numpy(dtype=float),
+            hold_values=None if x_hold is None else holdout[list(feats)].to_numpy(dtype=float),
+        )
 
-    *prepared, identity = each_in_threads(one, [*settings.features, None])
-    return dict(zip(settings.features, prepared, strict=True)), identity
+    names = settings.features if sweep else ()
+    *prepared, identity = each_in_threads(one, [*names, None])
+    return dict(zip(names, prepared, strict=True)), identity
 
 
 def incumbent_of(previous: pd.DataFrame | None) -> dict | None:
@@ -205,10 +226,23 @@ def run_sweep(
     }
     y_sampled = y_hold[hold_sel] if y_hold is not None else None
 
+    def supervision(space_name: str) -> TreeInputs | None:
+        space = spaces[space_name]
+        if y_sampled is None or space.hold_values is None:
+            return None
+        return TreeInputs(
+            features=space.features,
+            values=space.values[sel],
+            hold_values=space.hold_values[hold_sel],
+            y=y_sampled,
+            min_share=settings.min_share,
+        )
+
     def fit_one(job: tuple) -> tuple[dict, Candidate] | str:
         space_name, method, param = job
+        sup = supervision(space_name) if method in SUPERVISED else None
         try:
-            cand = fit_candidate(sampled[space_name][0], method, param, **opts)
+            cand = fit_candidate(sampled[space_name][0], method, param, supervision=sup, **opts)
         except ValueError as exc:
             return f"{method} {param}: {exc}"
         row = {"features": space_name, "method": method, "param": cand.param, **cand.metrics}
@@ -252,6 +286,8 @@ def run_sweep(
     if y_sampled is not None:
         for i in in_contention:
             space_name, method, param = fitted_jobs[i]
+            if method in SUPERVISED:  # cross-fitted when the tree was fitted
+                continue
             if sampled[space_name][1] is not None and candidates[i].n_segments >= 2:
                 forecast_jobs.append((i, (space_name, method, param, candidates[i].n_segments)))
     forecasts = each_in_threads(lambda job: forecast_one(job[1]), forecast_jobs)
@@ -265,8 +301,16 @@ def run_sweep(
     chosen = candidates[chosen_idx]
     space_name = table.loc[chosen_idx, "features"]
     space = spaces[space_name]
-    # The sweep may have run on a sample: everyone goes to the nearest chosen centroid.
-    centroids, labels = centroids_of(space.x, nearest_centroid(space.x, chosen.centroids))
+    rules = None
+    if chosen.rules is not None:
+        # Everyone goes to the leaf whose rule they satisfy.
+        labels = apply_rules(pd.DataFrame(space.values, columns=list(space.features)), chosen.rules)
+        rules = [chosen.rules[i] for i in np.unique(labels)]
+        centroids, labels = centroids_of(space.x, labels)
+    else:
+        # The sweep may have run on a sample: everyone goes to the nearest chosen centroid, and
+        # those centroids are what is stored, so that tomorrow assigns today's customers alike.
+        centroids, labels = assign_to(space.x, chosen.centroids)
     return SweepResult(
         table=table,
         rows=rows,
@@ -276,6 +320,7 @@ def run_sweep(
         space=space,
         centroids=centroids,
         labels=labels,
+        rules=rules,
         contenders=in_contention,
         incumbent=incumbent,
         candidates=candidates,
@@ -286,28 +331,44 @@ def run_sweep(
 
 
 def assign_stored(
-    current: pd.DataFrame, previous: pd.DataFrame, settings: SweepSettings
+    current: pd.DataFrame,
+    holdout: pd.DataFrame,
+    y_hold: np.ndarray | None,
+    stored: StoredModel,
+    reason: str,
 ) -> SweepResult:
-    """A night between refits: yesterday's segments, today's customers, nearest stored centroid,
-    in yesterday's feature space (scaled on today's customers)."""
-    features = tuple(json.loads(previous["features"].iloc[0]))
-    space_name = previous["feature_space"].iloc[0] if "feature_space" in previous else "stored"
-    x, scaler, _, raw = prepare(current, features, settings.scaling)
-    stored = np.vstack(previous["centroid"].map(np.asarray).to_list())
-    centroids = np.clip(scaler.transform(stored), -CLIP, CLIP)
-    param = str(previous["method"].iloc[0])
+    """A night between refits: today's customers in the stored segments, scaled as on the fit
+    night, each to its nearest stored centroid. ``reason`` says why the model was kept."""
+    x, raw = stored.scaled(current)
+    eta2 = omega2 = None
+    if y_hold is not None and len(holdout) > len(stored.ids):
+        eta2, omega2 = forecast_power(stored.assign(holdout), y_hold)
     table = pd.DataFrame(
-        [{"method": "assigned", "param": param, "n_segments": len(centroids), "chosen": True}]
+        [
+            {
+                "features": stored.space_name,
+                "method": "assigned",
+                "param": stored.method,
+                "n_segments": len(stored.ids),
+                "forecast_eta2": eta2,
+                "forecast_omega2": omega2,
+                "chosen": True,
+            }
+        ]
     )
     return SweepResult(
         table=table,
         rows=[],
         method="assigned",
-        param=param,
-        space_name=space_name,
-        space=FeatureSpace(x=x, scaler=scaler, features=features, raw=raw, x_hold=None),
-        centroids=centroids,
-        labels=nearest_centroid(x, centroids),
+        param=stored.method,
+        space_name=stored.space_name,
+        space=FeatureSpace(
+            x=x, scaler=stored.scaler, features=stored.features, raw=raw, x_hold=None
+        ),
+        centroids=stored.centroids,
+        labels=stored.assign(current),
+        rules=stored.rules,
+        kept=reason,
     )
 
 

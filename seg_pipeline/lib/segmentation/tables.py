@@ -11,6 +11,7 @@ import duckdb
 import pandas as pd
 
 from seg_pipeline.lib.segmentation.nightly import SegmentationNight
+from seg_pipeline.lib.segmentation.stability import LAGS
 
 
 def frame(con: duckdb.DuckDBPyConnection, query: str, params: dict | None = None) -> pd.DataFrame:
@@ -59,6 +60,22 @@ def load_stored_model(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
     )
 
 
+def load_recent_history(con: duckdb.DuckDBPyConnection, as_of) -> pd.DataFrame | None:
+    """``segment_history``'s snapshots one day and one week before ``as_of`` (None before the
+    first snapshot), for the stability of tonight's segments."""
+    exists = con.execute(
+        "select count(*) from information_schema.tables where table_name = 'segment_history'"
+    ).fetchall()[0][0]
+    if not exists or as_of is None:
+        return None
+    return frame(
+        con,
+        "select as_of, customer_id, segment_id, rfm_segment from segment_history "
+        "where as_of in ($d::date - 1, $d::date - 7)",
+        {"d": as_of},
+    )
+
+
 def write_segment_tables(
     con: duckdb.DuckDBPyConnection, night: SegmentationNight, *, model_run_id: str, run_id: str
 ) -> None:
@@ -94,7 +111,10 @@ def write_segment_tables(
     con.execute(
         "create or replace table segment_centroids as "
         "select * replace (centroid::double[] as centroid, "
-        "rfm_centroid::double[] as rfm_centroid) from centroids_df"
+        "rfm_centroid::double[] as rfm_centroid, scaler_center::double[] as scaler_center, "
+        "scaler_scale::double[] as scaler_scale, fitted_as_of::date as fitted_as_of, "
+        "fitted_forecast_omega2::double as fitted_forecast_omega2, rule::varchar as rule) "
+        "from centroids_df"
     )
     con.execute(
         """
@@ -104,8 +124,15 @@ def write_segment_tables(
             rfm_cell_eta2 double, note varchar)
         """
     )
-    # Work files from before notes were recorded lack the column.
-    con.execute("alter table segmentation_runs add column if not exists note varchar")
+    # Work files from before these were recorded lack the columns.
+    for column, kind in (
+        ("note", "varchar"),
+        ("refit", "boolean"),
+        ("decision", "varchar"),
+        ("fitted_as_of", "date"),
+        *((f"{kind}_kept_{lag}", "double") for lag in LAGS for kind in ("segment", "rfm_segment")),
+    ):
+        con.execute(f"alter table segmentation_runs add column if not exists {column} {kind}")
     con.execute("delete from segmentation_runs where as_of = $as_of", {"as_of": night.as_of})
     con.execute(
         "insert into segmentation_runs by name select $as_of::date as as_of, $run_id as run_id, "
@@ -113,7 +140,9 @@ def write_segment_tables(
         "$silhouette::double as silhouette, $forecast_eta2::double as forecast_eta2, "
         "$forecast_omega2::double as forecast_omega2, "
         "$rfm_segment_eta2::double as rfm_segment_eta2, $rfm_cell_eta2::double as rfm_cell_eta2, "
-        "$note as note",
+        "$note as note, $refit as refit, $decision as decision, "
+        "$fitted_as_of::date as fitted_as_of"
+        + "".join(f", ${column}::double as {column}" for column in run_row if "_kept_" in column),
         run_row,
     )
     con.execute("commit")

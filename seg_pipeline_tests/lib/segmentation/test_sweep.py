@@ -98,7 +98,7 @@ def _night(current, holdout, previous=None, **settings):
     return segment_customers(current, holdout, previous, chosen, as_of="2025-06-30")
 
 
-def test_a_second_night_on_the_same_customers_keeps_every_id_and_name():
+def test_a_refit_on_the_same_customers_keeps_every_id_and_name():
     current, holdout, _ = _customers()
     first = _night(current, holdout)
     assert sorted(first.profiles["segment_id"]) == ["S1", "S2", "S3"]
@@ -107,7 +107,8 @@ def test_a_second_night_on_the_same_customers_keeps_every_id_and_name():
     )
     # Customers arrive in another order; a kept segment keeps its id and its (renamed) name.
     shuffled = current.sample(frac=1, random_state=3).reset_index(drop=True)
-    second = _night(shuffled, holdout, previous)
+    second = _night(shuffled, holdout, previous, refit_after_days=0)
+    assert second.sweep.method == "kmeans" and second.sweep.refit.startswith("the stored segments")
     merged = first.segments.merge(second.segments, on="customer_id", suffixes=("_1", "_2"))
     assert len(merged) == len(current)
     assert (merged["segment_id_1"] == merged["segment_id_2"]).all()
@@ -115,10 +116,10 @@ def test_a_second_night_on_the_same_customers_keeps_every_id_and_name():
     assert names == {"S1": "One", "S2": "Two", "S3": "Three"}
 
 
-def test_without_refit_customers_go_to_the_stored_segments():
+def test_without_refit_customers_go_to_the_stored_segments_whatever_the_rule_says():
     current, holdout, truth = _customers()
     first = _night(current, holdout)
-    tomorrow = _night(current, holdout, first.centroids, refit=False)
+    tomorrow = _night(current, holdout, first.centroids, refit=False, refit_after_days=0)
     assert tomorrow.sweep.method == "assigned"
     assert (tomorrow.segments["segment_id"] == first.segments["segment_id"]).all()
     assert tomorrow.model_name == f"assigned {first.model_name}"
