@@ -8,11 +8,12 @@ from pydantic import Field
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.defs.segmentation import tracking
 from seg_pipeline.lib.parallel import in_background
-from seg_pipeline.lib.segmentation import tables
+from seg_pipeline.lib.segmentation import charts, tables
 from seg_pipeline.lib.segmentation.nightly import segment_customers
 from seg_pipeline.lib.segmentation.report import report_facts, report_html
 from seg_pipeline.lib.segmentation.selection import METHODS
 from seg_pipeline.lib.segmentation.sweep import SweepSettings
+from seg_pipeline.lib.segmentation.value import forecast_value, horizon_days
 from seg_pipeline.lib.timing import PhaseTimer
 
 
@@ -20,7 +21,7 @@ class SegmentationConfig(dg.Config):
     """Which methods to sweep, over which sizes, and how to choose."""
 
     methods: list[str] = Field(
-        default=["kmeans", "gmm", "agglomerative"],
+        default=["kmeans", "gmm", "agglomerative", "tree"],
         description=f"Methods to sweep, from {', '.join(METHODS)}.",
     )
     linkage: str = Field(
@@ -148,6 +149,10 @@ def behavioural_segments(
         )
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
+    sweep = night.sweep
+    context.log.info(
+        f"refitting the segments: {sweep.refit}" if sweep.refit else f"segments {sweep.kept}"
+    )
     phases.lap("candidates, assignment and profiles")
     with mlflow_tracking.start_run(
         context, tracking.EXPERIMENT, run_name="segment_selection"
@@ -175,13 +180,44 @@ def behavioural_segments(
     )
 
 
+@dg.asset(deps=["customer_features"], group_name="segmentation")
+def customer_value_forecast(
+    context: dg.AssetExecutionContext, duckdb: DuckDBResource, mlflow_tracking: MLflowTracking
+) -> dg.MaterializeResult:
+    """Each customer's expected spend and chance of buying in the next period, learnt from what
+    customers did after the holdout cut, with its calibration."""
+    with duckdb.get_connection() as con:
+        current = tables.load_features(con, "current")
+        holdout = tables.load_features(con, "holdout")
+    value = forecast_value(current, holdout)
+    horizon = horizon_days(current, holdout)
+    model_run_id = None
+    if value is None:
+        context.log.warning("fewer than 50 customers at the holdout cut: no value forecast")
+    else:
+        with mlflow_tracking.start_run(context, tracking.VALUE_EXPERIMENT) as run:
+            model_run_id = run.info.run_id
+            tracking.log_value_forecast(value, horizon)
+    with duckdb.get_connection() as con:
+        tables.write_value_forecast(
+            con, value, horizon=horizon, model_run_id=model_run_id, run_id=context.run_id
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": 0 if value is None else len(value.forecast),
+            "horizon_days": horizon,
+            **({} if value is None else tracking.value_metadata(value)),
+        }
+    )
+
+
 def _write_tables(duckdb: DuckDBResource, night, model_run_id: str, run_id: str) -> None:
     with duckdb.get_connection() as con:
         tables.write_segment_tables(con, night, model_run_id=model_run_id, run_id=run_id)
 
 
 @dg.asset(
-    deps=["segment_profiles", "segment_migration", "customer_segments"],
+    deps=["segment_profiles", "segment_migration", "customer_segments", "customer_value_forecast"],
     group_name="segmentation",
 )
 def segment_report(
@@ -194,13 +230,18 @@ def segment_report(
     published database."""
     with duckdb.get_connection() as con:
         profiles, run, migration = tables.load_report_inputs(con)
+        calibration = tables.load_calibration(con)
     model_run_id = str(profiles["model_run_id"].iloc[0])
     chart_pngs = tracking.logged_charts(mlflow_tracking, model_run_id)
     migration_png = tracking.migration_chart(migration)
     if migration_png is not None:
         chart_pngs[tracking.MIGRATION_CHART] = migration_png
+    if len(calibration):
+        chart_pngs[tracking.CALIBRATION_CHART] = charts.calibration_chart(calibration)
     path = settings.published_path.with_name(settings.published_path.stem + "_segment_report.html")
-    path.write_text(report_html("Customer segments", profiles, chart_pngs, report_facts(run)))
+    path.write_text(
+        report_html("Customer segments", profiles, chart_pngs, report_facts(run, calibration))
+    )
     tracking.log_report(context, mlflow_tracking, path, model_run_id)
     return dg.MaterializeResult(
         metadata={

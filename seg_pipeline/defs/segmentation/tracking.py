@@ -17,6 +17,7 @@ import pandas as pd
 from seg_pipeline.defs.resources import MLflowTracking
 from seg_pipeline.lib.segmentation import charts
 from seg_pipeline.lib.segmentation.nightly import SEGMENTER_TRUSTED_TYPES, SegmentationNight
+from seg_pipeline.lib.segmentation.value import ValueForecast
 
 EXPERIMENT = "segmentation"
 REGISTERED_MODEL = "seg_pipeline_segmenter"
@@ -28,6 +29,8 @@ CHART_FILES = {
     "Dendrogram": "dendrogram.png",
 }
 MIGRATION_CHART = "Segment migration"
+CALIBRATION_CHART = "Value forecast calibration"
+VALUE_EXPERIMENT = "value_forecast"
 
 
 def finite_figures(row: dict) -> dict[str, float]:
@@ -190,6 +193,29 @@ def migration_chart(migration: pd.DataFrame) -> bytes | None:
         fill_value=0,
     )
     return charts.migration_chart(matrix, MIGRATION_CHART)
+
+
+def log_value_forecast(value: ValueForecast, horizon: int | None) -> None:
+    """Log the value forecast's settings, out-of-fold figures, calibration table and chart."""
+    import mlflow
+
+    mlflow.log_params({"horizon_days": horizon, "n_customers": len(value.forecast)})
+    mlflow.log_metrics(finite_figures(value.figures))
+    with tempfile.TemporaryDirectory() as tmp:
+        value.calibration.to_csv(Path(tmp, "calibration.csv"), index=False)
+        Path(tmp, "calibration.png").write_bytes(charts.calibration_chart(value.calibration))
+        mlflow.log_artifacts(tmp, artifact_path="calibration")
+
+
+def value_metadata(value: ValueForecast) -> dict:
+    """The forecast's figures and its calibration table and chart, for the Dagster UI."""
+    png = charts.calibration_chart(value.calibration)
+    return {
+        **{k: float(v) for k, v in value.figures.items()},
+        "expected_revenue": float(value.forecast["expected_spend"].sum()),
+        "calibration": dg.MetadataValue.md(value.calibration.round(3).to_markdown(index=False)),
+        CALIBRATION_CHART: dg.MetadataValue.md(charts.markdown_image(png, CALIBRATION_CHART)),
+    }
 
 
 def log_report(

@@ -71,6 +71,28 @@ def selection_chart(candidates: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
+def calibration_chart(calibration: pd.DataFrame) -> bytes:
+    """The value forecast against what happened, by decile of predicted spend (out of fold):
+    mean spend on the left, the buying rate on the right; on the diagonal is calibrated."""
+    fig, (spend, rate) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    for ax, (pred, actual, label) in (
+        (spend, ("predicted_spend", "actual_spend", "mean spend in the horizon")),
+        (rate, ("predicted_buy_rate", "actual_buy_rate", "share who bought")),
+    ):
+        ax.plot(calibration[pred], calibration[actual], "o-", color="tab:blue")
+        for _, row in calibration.iterrows():
+            ax.annotate(str(int(row["decile"])), (row[pred], row[actual]), fontsize=7)
+        top = max(calibration[pred].max(), calibration[actual].max())
+        ax.plot([0, top], [0, top], ":", color="gray", label="calibrated")
+        ax.set_xlabel(f"predicted {label}")
+        ax.set_ylabel(f"actual {label}")
+        ax.legend(fontsize=7)
+    spend.set_xscale("symlog")
+    spend.set_yscale("symlog")
+    fig.suptitle("Value forecast calibration by decile (holdout, out of fold)")
+    return _png(fig)
+
+
 def dendrogram_chart(linkage_matrix) -> bytes:
     """The top of the agglomerative tree (sampled customers), truncated to 30 leaves."""
     from scipy.cluster.hierarchy import dendrogram

@@ -22,6 +22,7 @@ from seg_pipeline.lib.segmentation.features import SKEWED, transform_columns, wi
 from seg_pipeline.lib.segmentation.forecast import forecast_power
 from seg_pipeline.lib.segmentation.identity import inherit_identity
 from seg_pipeline.lib.segmentation.profiles import profile_segments
+from seg_pipeline.lib.segmentation.reasons import centroid_reasons, rule_reasons
 from seg_pipeline.lib.segmentation.stability import membership_stability
 from seg_pipeline.lib.segmentation.stored import StoredModel, refit_reason, scaler_state
 from seg_pipeline.lib.segmentation.sweep import (
@@ -35,7 +36,8 @@ from seg_pipeline.lib.segmentation.sweep import (
     run_sweep,
     single_segment,
 )
-from seg_pipeline.lib.segmentation.tree import RuleSegmenter
+from seg_pipeline.lib.segmentation.tree import RuleSegmenter, describe, rule_name
+from seg_pipeline.lib.segmentation.value import horizon_days
 
 # The pipeline's transformers are our own functions; skops loads only what it is told to trust.
 SEGMENTER_TRUSTED_TYPES = [
@@ -93,6 +95,8 @@ class SegmentationNight:
             "forecast_omega2": chosen.get("forecast_omega2"),
             "rfm_segment_eta2": self.rfm_eta.get("rfm_segment", (None, None))[0],
             "rfm_cell_eta2": self.rfm_eta.get("rfm_cell", (None, None))[0],
+            "rfm_segment_omega2": self.rfm_eta.get("rfm_segment", (None, None))[1],
+            "rfm_cell_omega2": self.rfm_eta.get("rfm_cell", (None, None))[1],
             "note": self.sweep.note,
             "refit": self.sweep.method != "assigned",
             "decision": self.sweep.refit or self.sweep.kept,
@@ -172,25 +176,41 @@ def segment_customers(
         space = sweep.space
         identity_x, identity_scaler, identity_raw = space.x, space.scaler, space.raw
     labels = sweep.labels
-
-    profiles = profile_segments(current, labels, basis=basis)
+    model = stored if sweep.method == "assigned" else _fitted_model(sweep, as_of, holdout, y_hold)
+    outcomes = _outcomes(model, holdout, labels)
+    profiles = profile_segments(
+        current, labels, basis=basis, outcomes=outcomes, horizon_days=horizon_days(current, holdout)
+    )
     label_order = profiles["label"].to_numpy()
+    rules = {lb: model.rules[lb] for lb in label_order} if model.rules is not None else None
     if sweep.method == "assigned":
         # Between refits a segment is the stored one: it keeps its id and name.
         ids = [stored.ids[label] for label in label_order]
         names = [stored.names[label] for label in label_order]
     else:
+        derived = profiles["segment_name"].tolist()
+        if sweep.method == "single":
+            derived = ["All customers"]
+        elif rules is not None:
+            derived = [rule_name(rules[lb]) for lb in label_order]
         today = np.vstack([identity_x[labels == label].mean(axis=0) for label in label_order])
         kept = _stored_identity(previous, identity_scaler, today.shape[1], warn)
         ids, names = inherit_identity(
             today,
-            ["All customers"] if sweep.method == "single" else profiles["segment_name"].tolist(),
+            derived,
             kept,
             previous["segment_id"].tolist() if kept is not None else [],
             previous["segment_name"].tolist() if kept is not None else [],
             max_distance=settings.match_distance,
         )
     profiles["segment_id"], profiles["segment_name"] = ids, names
+    profiles["rule"] = None
+    if rules is not None:
+        profiles["rule"] = [describe(rules[lb]) for lb in label_order]
+        profiles["description"] = [
+            f"Rule: {rule}. {text}"
+            for rule, text in zip(profiles["rule"], profiles["description"], strict=True)
+        ]
     profiles = profiles.sort_values("segment_id", key=lambda s: s.str[1:].astype(int))
     segment_of = dict(zip(profiles["label"], profiles["segment_id"], strict=True))
     name_of = dict(zip(profiles["label"], profiles["segment_name"], strict=True))
@@ -204,28 +224,75 @@ def segment_customers(
     segments["segment_id"] = [segment_of[label] for label in labels]
     segments["segment_name"] = [name_of[label] for label in labels]
     segments["method"] = sweep.method
-    label_order = profiles["label"].to_numpy()
-    if sweep.method == "assigned":
-        model = stored
-    else:
-        model = StoredModel(
-            features=sweep.space.features,
-            raw_centroids=sweep.space.scaler.inverse_transform(sweep.centroids),
-            scaler=sweep.space.scaler,
-            ids=[],
-            names=[],
-            method=f"{sweep.method} {sweep.param}",
-            space_name=sweep.space_name,
-            fitted_as_of=None if as_of is None else pd.Timestamp(as_of).date(),
-            fitted_omega2=None,
-            rules=sweep.rules,
+    if rules is not None:
+        segments["reason"] = rule_reasons(
+            labels, dict(zip(profiles["label"], profiles["rule"], strict=True))
         )
-        model.fitted_omega2 = model.forecast_omega2(holdout, y_hold)
+    else:
+        # Between refits the runner-up may be a stored segment nobody is in tonight.
+        every_id = dict(enumerate(stored.ids)) if sweep.method == "assigned" else segment_of
+        segments["reason"] = centroid_reasons(
+            sweep.space.x, sweep.centroids, labels, sweep.space.features, every_id
+        )
+    centroids = _stored_frame(model, profiles, labels, identity_raw, as_of)
+    today = segments.assign(
+        rfm_segment=current["rfm_segment"].to_numpy(),
+        recency_days=current["recency_days"].to_numpy(),
+    )
+    return SegmentationNight(
+        sweep=sweep,
+        segments=segments,
+        profiles=profiles,
+        centroids=centroids,
+        rfm_eta=rfm_eta,
+        as_of=as_of,
+        basis=basis,
+        stability=membership_stability(today, history, as_of) if history is not None else {},
+    )
+
+
+def _fitted_model(sweep: SweepResult, as_of, holdout: pd.DataFrame, y_hold) -> StoredModel:
+    """Tonight's choice as the model kept for the next nights, with its forecast power on the
+    holdout (what a later night's refit rule compares with)."""
+    model = StoredModel(
+        features=sweep.space.features,
+        raw_centroids=sweep.space.scaler.inverse_transform(sweep.centroids),
+        scaler=sweep.space.scaler,
+        ids=[],
+        names=[],
+        method=f"{sweep.method} {sweep.param}",
+        space_name=sweep.space_name,
+        fitted_as_of=None if as_of is None else pd.Timestamp(as_of).date(),
+        fitted_omega2=None,
+        rules=sweep.rules,
+    )
+    model.fitted_omega2 = model.forecast_omega2(holdout, y_hold)
+    return model
+
+
+def _outcomes(model: StoredModel, holdout: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Per segment label: what the holdout's customers of that segment did in the period that
+    followed (mean spend, share who bought again), the segment's "likely to do next"."""
+    if not len(holdout) or "next_period_value" not in holdout:
+        return pd.DataFrame(columns=["expected_spend", "buy_again_share"])
+    spend = holdout["next_period_value"].to_numpy(dtype=float)
+    frame = pd.DataFrame({"label": model.assign(holdout), "spend": spend, "again": spend > 0})
+    out = frame.groupby("label").agg(
+        expected_spend=("spend", "mean"), buy_again_share=("again", "mean")
+    )
+    return out.reindex(np.unique(labels))
+
+
+def _stored_frame(
+    model: StoredModel, profiles: pd.DataFrame, labels: np.ndarray, identity_raw, as_of
+) -> pd.DataFrame:
+    """The ``segment_centroids`` rows: one per segment, the model the next nights assign with."""
+    label_order = profiles["label"].to_numpy()
     kind, center, scale = scaler_state(model.scaler)
-    centroids = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "segment_id": [segment_of[label] for label in label_order],
-            "segment_name": [name_of[label] for label in label_order],
+            "segment_id": profiles["segment_id"].to_numpy(),
+            "segment_name": profiles["segment_name"].to_numpy(),
             "centroid": [list(map(float, model.raw_centroids[lb])) for lb in label_order],
             "rfm_centroid": [
                 list(map(float, identity_raw[labels == lb].mean(axis=0))) for lb in label_order
@@ -243,20 +310,6 @@ def segment_customers(
                 None if model.rules is None else json.dumps(model.rules[lb]) for lb in label_order
             ],
         }
-    )
-    today = segments.assign(
-        rfm_segment=current["rfm_segment"].to_numpy(),
-        recency_days=current["recency_days"].to_numpy(),
-    )
-    return SegmentationNight(
-        sweep=sweep,
-        segments=segments,
-        profiles=profiles,
-        centroids=centroids,
-        rfm_eta=rfm_eta,
-        as_of=as_of,
-        basis=basis,
-        stability=membership_stability(today, history, as_of) if history is not None else {},
     )
 
 

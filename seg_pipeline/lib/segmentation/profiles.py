@@ -42,19 +42,32 @@ def _name(recency_pct: float, value_pct: float, median_frequency: float) -> str:
     return names[(timing, value)]
 
 
-def _describe(row: pd.Series, total: int, basis: str) -> str:
-    spend = f"{row['median_monetary']:,.0f} net {'spend' if basis == 'revenue' else 'units'}"
-    return (
+def _describe(row: pd.Series, total: int, basis: str, horizon_days: int | None) -> str:
+    unit = "spend" if basis == "revenue" else "units"
+    spend = f"{row['median_monetary']:,.0f} net {unit}"
+    text = (
         f"{row['n_customers']:,} customers ({row['share']:.0%} of {total:,}). The typical one last "
         f"bought {row['median_recency_days']:.0f} days ago, has placed "
         f"{row['median_frequency']:.0f} order{'s' if row['median_frequency'] != 1 else ''} "
         f"and has {spend}; they buy more recently than {1 - row['recency_pct']:.0%} of customers "
         f"and spend more than {row['monetary_pct']:.0%}."
     )
+    if pd.notna(row.get("expected_spend")):
+        period = f"the next {horizon_days} days" if horizon_days else "the next period"
+        text += (
+            f" Likely next: customers like these {row['buy_again_share']:.0%} bought again in "
+            f"{period}, {row['expected_spend']:,.0f} net {unit} each on average."
+        )
+    return text
 
 
 def profile_segments(
-    rfm: pd.DataFrame, labels: np.ndarray, *, basis: str = "revenue"
+    rfm: pd.DataFrame,
+    labels: np.ndarray,
+    *,
+    basis: str = "revenue",
+    outcomes: pd.DataFrame | None = None,
+    horizon_days: int | None = None,
 ) -> pd.DataFrame:
     """Summarise each cluster and give it an id, a name and a description.
 
@@ -66,6 +79,9 @@ def profile_segments(
         Cluster label per row of ``rfm``.
     basis : {"revenue", "units"}
         What ``monetary`` measures, for the description.
+    outcomes : DataFrame, optional
+        Per label, what the segment's customers did next at the holdout cut:
+        ``expected_spend`` and ``buy_again_share`` (over ``horizon_days``).
 
     Returns
     -------
@@ -102,28 +118,43 @@ def profile_segments(
         ["median_monetary", "mean_monetary", "label"], ascending=[False, False, True]
     ).reset_index(drop=True)
     stats["segment_id"] = [f"S{i + 1}" for i in range(len(stats))]
-    stats["segment_name"] = _deduplicate(stats["segment_name"].tolist())
-    stats["description"] = [_describe(row, total, basis) for _, row in stats.iterrows()]
+    stats["segment_name"] = _deduplicate(stats)
+    if outcomes is not None and len(outcomes):
+        stats = stats.join(outcomes[["expected_spend", "buy_again_share"]], on="label")
+    else:
+        stats["expected_spend"] = stats["buy_again_share"] = np.nan
+    stats["description"] = [
+        _describe(row, total, basis, horizon_days) for _, row in stats.iterrows()
+    ]
     return stats
 
 
-def _deduplicate(names: list[str]) -> list[str]:
-    """Make names unique; rows come ordered by spend, so the qualifiers read high → low."""
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[name] = counts.get(name, 0) + 1
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        if counts[name] == 1:
-            out.append(name)
+# What can tell two segments of the same name apart: (percentile column, words for the first,
+# for the others). Rows of one name are ordered on the column that separates them most.
+_QUALIFIERS = {
+    "recency_pct": ("most recent", "{n} by recency"),
+    "frequency_pct": ("most orders", "{n} by orders"),
+    "monetary_pct": ("top spend", "{n} by spend"),
+}
+
+
+def _deduplicate(stats: pd.DataFrame) -> list[str]:
+    """Unique names: segments that share a name are told apart by the figure that separates
+    them most, as a rank ("Active big spenders (top spend)", "... (2nd by spend)"), which never
+    contradicts the name the way "big spenders (lower spend)" did."""
+    names = stats["segment_name"].copy()
+    for name, group in stats.groupby("segment_name"):
+        if len(group) < 2:
             continue
-        seen[name] = seen.get(name, 0) + 1
-        n = counts[name]
-        qualifier = (
-            ("higher spend" if seen[name] == 1 else "lower spend")
-            if n == 2
-            else f"tier {seen[name]}"
-        )
-        out.append(f"{name} ({qualifier})")
-    return out
+        column = max(_QUALIFIERS, key=lambda c: np.ptp(group[c].to_numpy()))
+        # Recency percentile counts customers who bought more recently: lower is more recent.
+        ordered = group.sort_values(column, ascending=column == "recency_pct")
+        first, others = _QUALIFIERS[column]
+        for rank, index in enumerate(ordered.index):
+            words = first if rank == 0 else others.format(n=_ordinal(rank + 1))
+            names[index] = f"{name} ({words})"
+    return names.tolist()
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"

@@ -59,19 +59,36 @@ th {{ background: #f0f4f8; }} figure {{ display: inline-block; margin: 1em; }}
 """
 
 
-def report_facts(run: dict) -> dict[str, str]:
-    """The report's key facts from a ``segmentation_runs`` row (``tables.load_report_inputs``)."""
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def report_facts(run: dict, calibration: pd.DataFrame | None = None) -> dict[str, str]:
+    """The report's key facts from a ``segmentation_runs`` row (``tables.load_report_inputs``)
+    and the value forecast's calibration table."""
     facts = {
         "as of": str(run["as_of"]),
         "method": f"{run['method']} {run['param']}",
+        "segments": str(run["n_segments"]),
         "features": ", ".join(json.loads(run["features"])),
         "customers": f"{run['n_customers']:,}",
     }
-    eta = run.get("forecast_eta2")
-    if eta is not None and math.isfinite(eta):
-        facts["next-period spend explained (eta²)"] = (
-            f"segments {eta:.3f}; named RFM segments {run['rfm_segment_eta2']:.3f}; "
-            f"125 RFM cells {run['rfm_cell_eta2']:.3f}"
+    for measure, symbol in (("eta2", "η²"), ("omega2", "ω²")):
+        ours = run.get(f"forecast_{measure}")
+        if _finite(ours) and _finite(run.get(f"rfm_cell_{measure}")):
+            facts[f"next-period spend explained ({symbol})"] = (
+                f"segments {ours:.3f}; named RFM segments {run[f'rfm_segment_{measure}']:.3f}; "
+                f"125 RFM cells {run[f'rfm_cell_{measure}']:.3f}"
+            )
+    if calibration is not None and len(calibration):
+        n = calibration["customers"]
+        predicted = (n * calibration["predicted_spend"]).sum()
+        actual = (n * calibration["actual_spend"]).sum()
+        facts["value forecast (holdout, out of fold)"] = (
+            f"predicted {predicted:,.0f} against {actual:,.0f} actual spend "
+            f"({predicted / actual:.2f}×); top decile predicted "
+            f"{calibration['predicted_spend'].iloc[-1]:,.0f}, actual "
+            f"{calibration['actual_spend'].iloc[-1]:,.0f}"
         )
     if run.get("decision"):
         facts["refit" if run.get("refit") else "between refits"] = run["decision"]

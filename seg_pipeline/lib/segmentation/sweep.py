@@ -47,7 +47,7 @@ from seg_pipeline.lib.segmentation.tree import apply_rules
 class SweepSettings:
     """What to sweep and how to choose; the Dagster config (``SegmentationConfig``) mirrors it."""
 
-    methods: tuple[str, ...] = ("kmeans", "gmm", "agglomerative")
+    methods: tuple[str, ...] = ("kmeans", "gmm", "agglomerative", "tree")
     linkage: str = "ward"
     features: tuple[str, ...] = ("rfm", "behaviour")
     scaling: str = "robust"

@@ -12,6 +12,7 @@ import pandas as pd
 
 from seg_pipeline.lib.segmentation.nightly import SegmentationNight
 from seg_pipeline.lib.segmentation.stability import LAGS
+from seg_pipeline.lib.segmentation.value import ValueForecast
 
 
 def frame(con: duckdb.DuckDBPyConnection, query: str, params: dict | None = None) -> pd.DataFrame:
@@ -104,6 +105,8 @@ def write_segment_tables(
         select segment_id, segment_name, n_customers::bigint as n_customers, share,
                mean_recency_days, mean_frequency, mean_monetary,
                median_recency_days, median_frequency, median_monetary,
+               expected_spend::double as expected_spend,
+               buy_again_share::double as buy_again_share, rule::varchar as rule,
                description, method, model_run_id, run_id
         from profiles_df
         """
@@ -130,6 +133,8 @@ def write_segment_tables(
         ("refit", "boolean"),
         ("decision", "varchar"),
         ("fitted_as_of", "date"),
+        ("rfm_segment_omega2", "double"),
+        ("rfm_cell_omega2", "double"),
         *((f"{kind}_kept_{lag}", "double") for lag in LAGS for kind in ("segment", "rfm_segment")),
     ):
         con.execute(f"alter table segmentation_runs add column if not exists {column} {kind}")
@@ -141,13 +146,66 @@ def write_segment_tables(
         "$forecast_omega2::double as forecast_omega2, "
         "$rfm_segment_eta2::double as rfm_segment_eta2, $rfm_cell_eta2::double as rfm_cell_eta2, "
         "$note as note, $refit as refit, $decision as decision, "
-        "$fitted_as_of::date as fitted_as_of"
+        "$fitted_as_of::date as fitted_as_of, $rfm_segment_omega2::double as rfm_segment_omega2, "
+        "$rfm_cell_omega2::double as rfm_cell_omega2"
         + "".join(f", ${column}::double as {column}" for column in run_row if "_kept_" in column),
         run_row,
     )
     con.execute("commit")
     for name in ("segments_df", "profiles_df", "centroids_df"):
         con.unregister(name)
+
+
+def write_value_forecast(
+    con: duckdb.DuckDBPyConnection,
+    value: ValueForecast | None,
+    *,
+    horizon: int | None,
+    model_run_id: str | None,
+    run_id: str,
+) -> None:
+    """Replace ``customer_value_forecast`` and ``value_forecast_calibration`` in one transaction
+    (both empty when the holdout could not support a forecast)."""
+    forecast = (
+        value.forecast
+        if value is not None
+        else pd.DataFrame(
+            {"customer_id": pd.Series(dtype=str), "expected_spend": [], "buy_probability": []}
+        )
+    )
+    calibration = value.calibration if value is not None else pd.DataFrame({"decile": []})
+    con.register("forecast_df", forecast)
+    con.register("calibration_df", calibration)
+    con.execute("begin transaction")
+    con.execute(
+        """
+        create or replace table customer_value_forecast as
+        select customer_id::varchar as customer_id, expected_spend::double as expected_spend,
+               buy_probability::double as buy_probability, $horizon::integer as horizon_days,
+               $model_run_id::varchar as model_run_id, $run_id as run_id
+        from forecast_df
+        """,
+        {"horizon": horizon, "model_run_id": model_run_id, "run_id": run_id},
+    )
+    con.execute(
+        "create or replace table value_forecast_calibration as "
+        "select *, $run_id as run_id from calibration_df",
+        {"run_id": run_id},
+    )
+    con.execute("commit")
+    con.unregister("forecast_df")
+    con.unregister("calibration_df")
+
+
+def load_calibration(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The value forecast's calibration by decile (empty before the first forecast)."""
+    exists = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_name = 'value_forecast_calibration'"
+    ).fetchall()[0][0]
+    if not exists:
+        return pd.DataFrame()
+    return frame(con, "select * from value_forecast_calibration order by decile")
 
 
 def load_report_inputs(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, dict, pd.DataFrame]:

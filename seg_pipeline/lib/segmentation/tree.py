@@ -114,21 +114,48 @@ _PHRASES = {
 }
 
 
+_RANGES = {
+    "recency_days": "last ordered {lo:.0f} to {hi:.0f} days ago",
+    "frequency": "{lo:.0f} to {hi:.0f} orders",
+    "monetary": "spent {mlo} to {mhi}",
+    "tenure_days": "a customer for {lo:.0f} to {hi:.0f} days",
+    "avg_order_value": "orders worth {mlo} to {mhi} on average",
+}
+
+
 def describe(rule: list[Condition], currency: str = "") -> str:
-    """A rule in words: "last ordered within 30 days and 5+ orders" (or "all customers")."""
+    """A rule in words: "last ordered within 30 days and 5+ orders" (or "all customers").
+
+    Thresholds fall between whole days and orders (a tree splits halfway between two values):
+    "<= 30.5" reads "within 30 days", "> 4.5" reads "5+ orders"."""
     if not rule:
         return "all customers"
+    bounds: dict[str, dict[str, float]] = {}
+    for name, op, threshold in rule:
+        bounds.setdefault(name, {})[op] = threshold
     parts = []
-    for name, op, threshold in sorted(rule, key=lambda c: list(_PHRASES).index(c[0])):
+    for name in sorted(bounds, key=list(_PHRASES).index):
         low, high = _PHRASES[name]
-        parts.append(
-            (low if op == "<=" else high).format(
-                t=np.floor(threshold),
-                u=np.floor(threshold) + 1,
-                m=f"{currency}{threshold:,.0f}",
-                p=f"{threshold:.0%}",
+        below, above = bounds[name].get("<="), bounds[name].get(">")
+        if below is not None and above is not None and name in _RANGES:
+            parts.append(
+                _RANGES[name].format(
+                    lo=np.floor(above) + 1,
+                    hi=np.floor(below),
+                    mlo=f"{currency}{above:,.0f}",
+                    mhi=f"{currency}{below:,.0f}",
+                )
             )
-        )
+            continue
+        for op, threshold in bounds[name].items():
+            parts.append(
+                (low if op == "<=" else high).format(
+                    t=np.floor(threshold),
+                    u=np.floor(threshold) + 1,
+                    m=f"{currency}{threshold:,.0f}",
+                    p=f"{threshold:.0%}",
+                )
+            )
     return " and ".join(parts)
 
 
@@ -148,3 +175,9 @@ class RuleSegmenter(BaseEstimator):
         frame = pd.DataFrame(np.asarray(X, dtype=float), columns=list(self.features))
         rules = [[tuple(c) for c in rule] for rule in self.rules]
         return np.asarray(self.segment_ids, dtype=object)[apply_rules(frame, rules)]
+
+
+def rule_name(rule: list[Condition], currency: str = "") -> str:
+    """A tree segment's name: its rule, capitalised."""
+    text = describe(rule, currency)
+    return text[:1].upper() + text[1:]

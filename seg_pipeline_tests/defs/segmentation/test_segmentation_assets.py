@@ -56,6 +56,7 @@ def test_segmentation_assets_alone_segment_every_buyer_and_write_the_report(doma
 def test_a_night_later_without_new_events_keeps_the_segments_and_reports_their_stability(
     domain_run, tmp_path
 ):
+    from seg_pipeline.defs.resources import PipelineSettings
     from seg_pipeline_tests.defs.conftest import MARTS, DomainRun
 
     assert domain_run.run(SEGMENTATION).success
@@ -65,10 +66,10 @@ def test_a_night_later_without_new_events_keeps_the_segments_and_reports_their_s
     con.close()
     later = as_of + dt.timedelta(days=1)
     tomorrow = DomainRun(
-        domain_run.settings.model_copy(update={"as_of": later.isoformat()}),
+        PipelineSettings(**{**domain_run.settings.model_dump(), "as_of": later.isoformat()}),
         f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
-    assert tomorrow.run(dg.AssetSelection.assets(*MARTS)).success
+    assert tomorrow.run(dg.AssetSelection.assets(*MARTS).upstream()).success
     result = tomorrow.run(SEGMENTATION)
     assert result.success
     metadata = {

@@ -71,10 +71,20 @@ def test_profile_names_are_unique():
     rfm = _rfm([(300, 1, 20.0, 50), (290, 1, 22.0, 50), (5, 12, 2000.0, 300)])
     profiles = profile_segments(rfm, np.repeat([0, 1, 2], [50, 50, 300]))
     assert profiles["segment_name"].is_unique
+    # The pair differs most in recency (they tie on orders); the qualifier ranks them by it.
     assert profiles.set_index("label").loc[[1, 0], "segment_name"].tolist() == [
-        "Lapsed one-time buyers (higher spend)",
-        "Lapsed one-time buyers (lower spend)",
+        "Lapsed one-time buyers (most recent)",
+        "Lapsed one-time buyers (2nd by recency)",
     ]
+
+
+def test_segments_of_one_name_are_ranked_on_what_separates_them_without_contradiction():
+    # Two groups of big spenders who differ only in spend: "top spend" and "2nd by spend",
+    # never "big spenders (lower spend)".
+    rfm = _rfm([(5, 12, 5000.0, 100), (5, 12, 2500.0, 100), (300, 1, 20.0, 300)])
+    profiles = profile_segments(rfm, np.repeat([0, 1, 2], [100, 100, 300]))
+    names = profiles.set_index("label").loc[[0, 1], "segment_name"].tolist()
+    assert names == ["Active big spenders (top spend)", "Active big spenders (2nd by spend)"]
 
 
 def test_scale_centres_features():

@@ -102,3 +102,12 @@ def test_a_work_file_from_before_the_scaler_was_stored_means_a_refit():
     assert StoredModel.from_frame(old) is None
     second = segment_next(old, current, holdout, "2025-07-01")
     assert second.sweep.method != "assigned" and second.sweep.refit == "no stored segments to keep"
+
+
+def test_a_fall_in_forecast_power_within_its_noise_is_not_a_reason_to_refit():
+    from seg_pipeline.lib.segmentation.stored import forecast_noise
+
+    # A 400-customer shop's figure moves by a few hundredths by chance; a million customers' not.
+    assert 0.03 < forecast_noise(0.47, 400, 5) < 0.04
+    assert forecast_noise(0.47, 1_000_000, 5) < 0.001
+    assert forecast_noise(0.5, 5, 5) == float("inf")
