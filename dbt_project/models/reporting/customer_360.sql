@@ -1,5 +1,5 @@
 -- One wide row per known customer for BI tools: RFM, the named RFM segment, the behavioural
--- segment and the top three recommended items with their titles. Customers who only browsed
+-- segment, the value forecast and the top three recommended items with their titles. Customers who only browsed
 -- have recommendations but no RFM or segment columns.
 with customers as (
 
@@ -16,6 +16,13 @@ rfm as (
 segments as (
 
     select customer_id, segment_id, segment_name from {{ source('pipeline', 'customer_segments') }}
+
+),
+
+value_forecast as (
+
+    select customer_id, expected_spend, buy_probability
+    from {{ source('pipeline', 'customer_value_forecast') }}
 
 ),
 
@@ -53,6 +60,8 @@ final as (
         rfm.rfm_segment,
         segments.segment_id,
         segments.segment_name,
+        value_forecast.expected_spend,
+        value_forecast.buy_probability,
         top_three.recommendation_1_item_id,
         top_three.recommendation_1_title,
         top_three.recommendation_2_item_id,
@@ -64,6 +73,7 @@ final as (
     from customers
     left join rfm on customers.customer_id = rfm.customer_id
     left join segments on customers.customer_id = segments.customer_id
+    left join value_forecast on customers.customer_id = value_forecast.customer_id
     left join top_three on customers.customer_id = top_three.customer_id
 
 )

@@ -1,13 +1,15 @@
-"""Segment stability when nothing happened: the same events, nights one day and one week apart.
+"""Segments that forecast and stay put: forecast power, value calibration and stability.
 
-    python bench/stability.py                      # Online Retail, nights from 2011-09-01
-    python bench/stability.py --events synthetic   # the embedded demo shop
+    python bench/segments.py                      # Online Retail, nights from 2011-09-01
+    python bench/segments.py --events synthetic   # the embedded demo shop
 
-Runs ``seg-pipeline run`` on one database at ``--as-of`` D, D+1 and D+7, then reads
-``segment_history`` and prints, for the customers who bought nothing after D (their features
-changed only because time passed), the share who kept their behavioural segment and their named
-RFM segment from D to D+1 (day over day) and from D to D+7 (week over week). The segmentation
-step's timing and its refit decision are printed per night.
+Runs ``seg-pipeline run`` on one database at ``--as-of`` D, D+1 and D+7 (the same events, so
+nothing but time and one week of purchases changes). Per night it prints the segmentation step's
+time, the refit decision, the chosen segments' eta² and omega² of next-period spend beside the
+named RFM segments' and the 125 RFM cells', and the value forecast's out-of-fold calibration.
+Then, from ``segment_history``, for the customers who bought nothing after D (their features
+changed only because time passed): the share who kept their behavioural segment and their named
+RFM segment from D to D+1 (day over day) and from D to D+7 (week over week).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def main() -> None:
     parser.add_argument("--events", default=str(ONLINE_RETAIL), help="a path, or 'synthetic'")
     parser.add_argument("--format", default="online_retail")
     parser.add_argument("--as-of", default=None, help="first night (default 2011-09-01 for OR)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "stability"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "segments"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,10 +94,25 @@ def main() -> None:
     for night in nights:
         timing = run_night(args, database, night, env)
         with duckdb.connect(str(out / "published_work.duckdb"), read_only=True) as work:
-            method = work.execute("select any_value(method) from customer_segments").fetchall()
+            run = work.execute(
+                "select method, param, n_segments, forecast_eta2, forecast_omega2, "
+                "rfm_segment_eta2, rfm_segment_omega2, rfm_cell_eta2, rfm_cell_omega2, decision "
+                "from segmentation_runs where as_of = $d",
+                {"d": night},
+            ).fetchall()[0]
+            ratio, brier, rate = work.execute(
+                "select sum(customers * predicted_spend) / sum(customers * actual_spend), "
+                "sum(customers * (predicted_buy_rate - actual_buy_rate)) / sum(customers), "
+                "sum(customers * actual_buy_rate) / sum(customers) "
+                "from value_forecast_calibration"
+            ).fetchall()[0]
         print(
             f"  {night}: wall {timing['wall']:.1f} s, segmentation step "
-            f"{timing['segmentation']} s, method {method[0][0]}"
+            f"{timing['segmentation']} s; {run[0]} {run[1]}, {run[2]} segments; {run[9]}\n"
+            f"      next-period spend eta2/omega2: segments {run[3]:.3f}/{run[4]:.3f}, "
+            f"named RFM segments {run[5]:.3f}/{run[6]:.3f}, 125 RFM cells {run[7]:.3f}/{run[8]:.3f}"
+            f"\n      value forecast (out of fold): predicted/actual spend {ratio:.2f}, "
+            f"buying rate {rate:.1%} (mean predicted minus actual {brier:+.3f})"
         )
     with duckdb.connect(str(out / "published_work.duckdb"), read_only=True) as work:
         for label, later in (("day over day", nights[1]), ("week over week", nights[2])):
