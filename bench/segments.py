@@ -100,7 +100,7 @@ def main() -> None:
                 "from segmentation_runs where as_of = $d",
                 {"d": night},
             ).fetchall()[0]
-            ratio, brier, rate = work.execute(
+            ratio, bias, rate = work.execute(
                 "select sum(customers * predicted_spend) / sum(customers * actual_spend), "
                 "sum(customers * (predicted_buy_rate - actual_buy_rate)) / sum(customers), "
                 "sum(customers * actual_buy_rate) / sum(customers) "
@@ -112,7 +112,7 @@ def main() -> None:
             f"      next-period spend eta2/omega2: segments {run[3]:.3f}/{run[4]:.3f}, "
             f"named RFM segments {run[5]:.3f}/{run[6]:.3f}, 125 RFM cells {run[7]:.3f}/{run[8]:.3f}"
             f"\n      value forecast (out of fold): predicted/actual spend {ratio:.2f}, "
-            f"buying rate {rate:.1%} (mean predicted minus actual {brier:+.3f})"
+            f"buying rate {rate:.1%} (mean predicted minus actual {bias:+.3f})"
         )
     with duckdb.connect(str(out / "published_work.duckdb"), read_only=True) as work:
         for label, later in (("day over day", nights[1]), ("week over week", nights[2])):

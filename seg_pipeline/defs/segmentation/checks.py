@@ -79,15 +79,17 @@ def no_dominant_segment(duckdb: DuckDBResource) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset="customer_segments",
     blocking=False,
-    description="Warns when the chosen silhouette fell by more than 25% since the last run date.",
+    description="Warns when the segments' forecast power (omega squared of next-period spend) "
+    "fell by more than 25% since the last run date: what decides the segments, measured on "
+    "refit nights and between refits alike.",
 )
-def silhouette_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+def forecast_power_stable(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         rows = con.execute(
-            "select as_of, silhouette from segmentation_runs where silhouette is not null "
-            "order by as_of desc limit 2"
+            "select as_of, forecast_omega2 from segmentation_runs "
+            "where forecast_omega2 is not null order by as_of desc limit 2"
         ).fetchall()
-    passed, metadata = relative_drop(rows, 0.25, "silhouette")
+    passed, metadata = relative_drop(rows, 0.25, "forecast_omega2")
     return dg.AssetCheckResult(
         passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
     )

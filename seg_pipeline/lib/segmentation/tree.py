@@ -29,7 +29,8 @@ Condition = tuple[str, str, float]
 def fit_tree(
     values: np.ndarray, y: np.ndarray, k: int, *, min_share: float, random_state: int
 ) -> DecisionTreeRegressor:
-    """A tree of at most ``k`` leaves, none smaller than ``min_share`` of the customers."""
+    """A tree of at most ``k`` leaves, none smaller than ``min_share`` of the customers it learns
+    from."""
     return DecisionTreeRegressor(
         max_leaf_nodes=k,
         min_samples_leaf=max(5, int(np.ceil(min_share * len(values)))),

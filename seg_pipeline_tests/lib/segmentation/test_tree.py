@@ -121,3 +121,17 @@ def test_a_tree_night_names_segments_by_their_rules_and_keeps_them_between_refit
     moved = night.segments["segment_id"] != tomorrow.segments["segment_id"]
     assert (shop.loc[moved, "recency_days"] == 30).all()
     assert moved.sum() == (shop["recency_days"] == 30).sum() > 0
+
+
+def test_the_rule_segmenter_survives_the_skops_round_trip_that_mlflow_logs_it_with():
+    import skops.io as sio
+
+    from seg_pipeline.lib.segmentation.nightly import SEGMENTER_TRUSTED_TYPES
+
+    shop = _shop()
+    tree, values, _ = _tree(shop)
+    model = RuleSegmenter(
+        features=list(FEATURES), rules=leaf_rules(tree, FEATURES), segment_ids=["S1", "S2", "S3"]
+    )
+    loaded = sio.loads(sio.dumps(model), trusted=SEGMENTER_TRUSTED_TYPES)
+    assert loaded.predict(values).tolist() == model.predict(values).tolist()
