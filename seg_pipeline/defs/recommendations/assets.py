@@ -268,6 +268,7 @@ def _publish_refit(context, config, settings, duckdb, mlflow_tracking, night: Re
         "dagster/row_count": len(metrics),
         "split_date": str(night.split),
         "candidates": dg.MetadataValue.md(ranking.round(4).to_markdown(index=False)),
+        "candidates_skipped": "; ".join(night.evaluation.skipped) or "none",
         "model_run_id": model_run_id,
     }
     return lists_meta, metrics_meta

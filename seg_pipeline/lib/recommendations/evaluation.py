@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,11 @@ from seg_pipeline.lib.recommendations.blends import HybridRecommender
 from seg_pipeline.lib.recommendations.content import ContentRecommender
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender, BPRRecommender
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
+from seg_pipeline.lib.recommendations.item_models import (
+    EASERecommender,
+    RP3BetaRecommender,
+    TooManyItems,
+)
 from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
 from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
 from seg_pipeline.lib.recommendations.popularity import (
@@ -43,6 +48,7 @@ class Evaluation:
     champion: Recommender
     champion_key: str
     fitted_champion: Recommender | None = None  # as fitted on the training split
+    skipped: list[str] = field(default_factory=list)  # candidates the data could not take
 
 
 def default_grid(
@@ -93,6 +99,9 @@ def default_grid(
     for weighting in ("cosine", "tfidf", "bm25"):
         for k in (50, 200):
             grid.append(ItemKNNRecommender(weighting=weighting, k=k))
+    # The strong simple peers (item_models.py); EASE passes on catalogues over its max_items.
+    grid += [EASERecommender(l2=l2) for l2 in (100.0, 500.0, 2000.0)]
+    grid += [RP3BetaRecommender(alpha=1.0, beta=beta, k=200) for beta in (0.3, 0.6)]
     return _only(grid, families)
 
 
@@ -169,11 +178,15 @@ def evaluate(
     )
     popularity = np.asarray((train.weights > 0).sum(axis=0)).ravel() / max(train.shape[0], 1)
     segments = train.user_segments
-    rows, seg_rows, fitted = [], [], {}
+    rows, seg_rows, fitted, skipped = [], [], {}, []
 
     def run(model: Recommender) -> None:
         started = time.perf_counter()
-        model.fit(train)
+        try:
+            model.fit(train)
+        except TooManyItems as exc:
+            skipped.append(f"{_key(model)}: {exc}")
+            return
         fit_seconds = time.perf_counter() - started
         row, per_segment = _score(
             model, train, relevant, users, k, blocked, categories, popularity, segments
@@ -216,6 +229,7 @@ def evaluate(
         champion=_unfitted(fitted[champion_key]),
         champion_key=champion_key,
         fitted_champion=fitted[champion_key],
+        skipped=skipped,
     )
 
 
@@ -227,7 +241,7 @@ def _blends(table: pd.DataFrame, fitted: dict[str, Recommender]) -> list[Recomme
         return _unfitted(fitted[rows.iloc[0]["candidate"]]) if len(rows) else None
 
     factor = best_of(("als", "bpr"))
-    knn = best_of(("item_knn",))
+    knn = best_of(("item_knn", "ease", "rp3beta"))
     pop = best_of(("popularity",))
     content = best_of(("content",))
     parts = [m for m in (factor, knn) if m is not None]

@@ -19,6 +19,7 @@ from seg_pipeline.lib.recommendations.base import Recommender
 from seg_pipeline.lib.recommendations.blends import HybridRecommender
 from seg_pipeline.lib.recommendations.content import ContentRecommender
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
+from seg_pipeline.lib.recommendations.item_models import EASERecommender, RP3BetaRecommender
 from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
 from seg_pipeline.lib.recommendations.popularity import (
     PopularityRecommender,
@@ -44,6 +45,12 @@ def export_model(model: Recommender, item_ids: np.ndarray, directory: Path) -> P
         elif isinstance(part, ItemKNNRecommender):
             entry["kind"] = "similarity"
             sp.save_npz(directory / f"component_{i}.npz", part.similarity.tocsr())
+        elif isinstance(part, RP3BetaRecommender):
+            entry["kind"] = "similarity"
+            sp.save_npz(directory / f"component_{i}.npz", part.similarity_)
+        elif isinstance(part, EASERecommender):
+            entry["kind"] = "dense"
+            np.save(directory / f"component_{i}.npy", part.weights_)
         elif isinstance(part, ContentRecommender):
             entry["kind"] = "similarity"
             sp.save_npz(directory / f"component_{i}.npz", part.similarity.T.tocsr())
@@ -89,6 +96,8 @@ class HistoryRecommender(mlflow.pyfunc.PythonModel):
                 part = v @ user
             elif entry["kind"] == "similarity":
                 part = np.asarray((sp.csr_matrix(h) @ array).todense()).ravel()
+            elif entry["kind"] == "dense":
+                part = h @ array
             else:
                 part = array
             top = part.max()

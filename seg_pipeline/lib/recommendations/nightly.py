@@ -304,6 +304,8 @@ def refit_night(
         random_state=settings.random_state,
     )
     phases.lap("candidate evaluation")
+    for line in evaluation.skipped:
+        log(line)
     selection = {
         "train_users": train.shape[0],
         "items": train.shape[1],
