@@ -67,6 +67,12 @@ class SegmentationConfig(dg.Config):
     refit_after_days: int = Field(
         default=28, description="Refit segments that are this many days old."
     )
+    keep_margin: float = Field(
+        default=0.25,
+        description="Between refits, a customer who bought nothing since the last night moves "
+        "to another (cluster) segment only when it is nearer by more than this (scaled units); "
+        "0 assigns everyone to the nearest centroid.",
+    )
     refit_changed_share: float = Field(
         default=0.1,
         description="Refit when this share of today's customers bought (or first appeared) "
@@ -135,6 +141,7 @@ def behavioural_segments(
         previous = tables.load_stored_model(con)
         as_of = rfm["as_of"].iloc[0] if len(rfm) else None
         history = tables.load_recent_history(con, as_of)
+        last_night = tables.load_last_night(con)
     phases.lap("features loaded")
     try:
         night = segment_customers(
@@ -145,6 +152,7 @@ def behavioural_segments(
             as_of=as_of,
             basis=str(rfm["monetary_basis"].iloc[0]) if len(rfm) else "revenue",
             history=history,
+            last_night=last_night,
             warn=context.log.warning,
         )
     except ValueError as exc:

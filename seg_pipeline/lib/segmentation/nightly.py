@@ -118,6 +118,7 @@ def segment_customers(
     as_of,
     basis: str = "revenue",
     history: pd.DataFrame | None = None,
+    last_night: tuple[pd.DataFrame, object] | None = None,
     warn=lambda message: None,
 ) -> SegmentationNight:
     """Segment today's customers.
@@ -138,6 +139,10 @@ def segment_customers(
     history : DataFrame, optional
         Earlier ``segment_history`` snapshots, for the membership stability of quiet customers
         (``stability.membership_stability``).
+    last_night : (DataFrame, date), optional
+        The last run's ``customer_segments`` (customer_id, segment_id) and its as-of date: between
+        refits, customers who bought nothing since keep that segment unless they moved clearly
+        (``settings.keep_margin``).
     warn : callable
         Receives a line for each candidate that could not be fitted.
     """
@@ -164,7 +169,15 @@ def segment_customers(
             current, holdout, settings, sweep=reason is not None
         )
         if reason is None:
-            sweep = assign_stored(current, holdout, y_hold, stored, _kept_because(stored, as_of))
+            sweep = assign_stored(
+                current,
+                holdout,
+                y_hold,
+                stored,
+                _kept_because(stored, as_of),
+                **_last_positions(stored, current, last_night, as_of),
+                keep_margin=settings.keep_margin,
+            )
         else:
             sweep = run_sweep(
                 spaces, y_hold, len(holdout), settings, incumbent=incumbent_of(previous), warn=warn
@@ -311,6 +324,28 @@ def _stored_frame(
             ],
         }
     )
+
+
+def _last_positions(stored: StoredModel, current: pd.DataFrame, last_night, as_of) -> dict:
+    """Each of today's customers' position in the stored segments last night (-1 for none), and
+    whether they bought nothing since: what ``assign_stored`` keeps quiet customers by."""
+    if last_night is None or as_of is None or last_night[1] is None:
+        return {}
+    segments, last_as_of = last_night
+    since = (pd.Timestamp(as_of) - pd.Timestamp(last_as_of)).days
+    if since <= 0:
+        return {}
+    position = {sid: i for i, sid in enumerate(stored.ids)}
+    before = (
+        current["customer_id"]
+        .map(dict(zip(segments["customer_id"], segments["segment_id"], strict=True)))
+        .map(position)
+        .fillna(-1)
+        .to_numpy(dtype=np.int64)
+    )
+    # Recency counts from the as-of date: a purchase on last night's as-of date came after it.
+    quiet = current["recency_days"].to_numpy() > since
+    return {"before": before, "quiet": quiet}
 
 
 def _kept_because(stored: StoredModel, as_of) -> str:

@@ -20,7 +20,9 @@ stored model, with the scaler it was fitted with, and refits only when one of th
 
 Between refits a customer's segment changes only when their own features cross a boundary of the
 stored model: after a purchase, or when the passing days carry their recency (and what follows
-from it) across.
+from it) across. A customer who bought nothing since the last night moves to another cluster only
+when it is nearer by more than ``keep_margin`` (``StoredModel.keep_quiet``); a tree's rules are
+exact boundaries.
 """
 
 from __future__ import annotations
@@ -125,6 +127,35 @@ class StoredModel:
         if lost.any():
             labels[lost] = nearest_centroid(self.scaled(frame[lost])[0], self.centroids)
         return labels
+
+    def keep_quiet(
+        self,
+        frame: pd.DataFrame,
+        labels: np.ndarray,
+        before: np.ndarray,
+        quiet: np.ndarray,
+        margin: float,
+    ) -> np.ndarray:
+        """``labels``, with each quiet customer (no purchase since the last night) kept in their
+        previous segment (``before``, -1 for none) unless the new one is nearer by more than
+        ``margin`` (scaled units): hysteresis, so that a day's recency does not carry a
+        customer back and forth across a centroid boundary. A tree's rules are exact
+        boundaries and keep no one.
+        """
+        if self.rules is not None or margin <= 0:
+            return labels
+        moved = np.flatnonzero(quiet & (before >= 0) & (before != labels))
+        if not len(moved):
+            return labels
+        x = self.scaled(frame.iloc[moved])[0]
+        centroids = self.centroids
+        gain = np.linalg.norm(x - centroids[before[moved]], axis=1) - np.linalg.norm(
+            x - centroids[labels[moved]], axis=1
+        )
+        out = labels.copy()
+        kept = moved[gain <= margin]
+        out[kept] = before[kept]
+        return out
 
     def forecast_omega2(self, holdout: pd.DataFrame, y_hold: np.ndarray | None) -> float | None:
         """Omega squared of next-period spend across the stored segments on the holdout."""

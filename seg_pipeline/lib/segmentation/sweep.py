@@ -62,6 +62,7 @@ class SweepSettings:
     refit: bool = True
     refit_after_days: int = 28
     refit_changed_share: float = 0.1
+    keep_margin: float = 0.25
     change_margin: float = 0.02
     match_distance: float = 1.0
     random_state: int = 42
@@ -336,10 +337,20 @@ def assign_stored(
     y_hold: np.ndarray | None,
     stored: StoredModel,
     reason: str,
+    *,
+    before: np.ndarray | None = None,
+    quiet: np.ndarray | None = None,
+    keep_margin: float = 0.0,
 ) -> SweepResult:
     """A night between refits: today's customers in the stored segments, scaled as on the fit
-    night, each to its nearest stored centroid. ``reason`` says why the model was kept."""
+    night, each to its nearest stored centroid (or by the tree's rules). ``reason`` says why the
+    model was kept; ``before`` (each customer's position in the stored segments last night, -1
+    for none) and ``quiet`` (no purchase since) let ``StoredModel.keep_quiet`` keep quiet
+    customers where they were unless they moved by more than ``keep_margin``."""
     x, raw = stored.scaled(current)
+    labels = stored.assign(current)
+    if before is not None and quiet is not None:
+        labels = stored.keep_quiet(current, labels, before, quiet, keep_margin)
     eta2 = omega2 = None
     if y_hold is not None and len(holdout) > len(stored.ids):
         eta2, omega2 = forecast_power(stored.assign(holdout), y_hold)
@@ -366,7 +377,7 @@ def assign_stored(
             x=x, scaler=stored.scaler, features=stored.features, raw=raw, x_hold=None
         ),
         centroids=stored.centroids,
-        labels=stored.assign(current),
+        labels=labels,
         rules=stored.rules,
         kept=reason,
     )

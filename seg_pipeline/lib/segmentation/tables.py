@@ -61,6 +61,19 @@ def load_stored_model(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
     )
 
 
+def load_last_night(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, object] | None:
+    """The last run's ``customer_segments`` (customer_id, segment_id) and its as-of date, or
+    None before the first run."""
+    exists = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_name in ('customer_segments', 'segment_centroids')"
+    ).fetchall()[0][0]
+    if exists < 2:
+        return None
+    as_of = con.execute("select max(as_of) from segment_centroids").fetchall()[0][0]
+    return frame(con, "select customer_id, segment_id from customer_segments"), as_of
+
+
 def load_recent_history(con: duckdb.DuckDBPyConnection, as_of) -> pd.DataFrame | None:
     """``segment_history``'s snapshots one day and one week before ``as_of`` (None before the
     first snapshot), for the stability of tonight's segments."""

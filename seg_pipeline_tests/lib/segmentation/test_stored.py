@@ -111,3 +111,26 @@ def test_a_fall_in_forecast_power_within_its_noise_is_not_a_reason_to_refit():
     assert 0.03 < forecast_noise(0.47, 400, 5) < 0.04
     assert forecast_noise(0.47, 1_000_000, 5) < 0.001
     assert forecast_noise(0.5, 5, 5) == float("inf")
+
+
+def test_a_quiet_customer_stays_unless_clearly_nearer_another_segment():
+    current, holdout, _ = _customers()
+    first = _night(current, holdout)
+    stored = StoredModel.from_frame(first.centroids)
+    before = stored.assign(current)
+    # Customer 0 now looks like a lapsed one-time buyer (the last customer's figures).
+    moved = current.copy()
+    moved.loc[0, ["recency_days", "frequency", "monetary"]] = current.iloc[-1][
+        ["recency_days", "frequency", "monetary"]
+    ]
+    labels = stored.assign(moved)
+    assert labels[0] != before[0]
+    quiet = np.ones(len(moved), dtype=bool)
+    # A clear move is made by a quiet customer too; a margin wider than the move keeps them.
+    assert stored.keep_quiet(moved, labels, before, quiet, 0.25)[0] == labels[0]
+    assert stored.keep_quiet(moved, labels, before, quiet, 100.0)[0] == before[0]
+    # A customer who bought since last night is never held back, nor one without a segment.
+    assert stored.keep_quiet(moved, labels, before, ~quiet, 100.0)[0] == labels[0]
+    unknown = before.copy()
+    unknown[0] = -1
+    assert stored.keep_quiet(moved, labels, unknown, quiet, 100.0)[0] == labels[0]
