@@ -333,7 +333,7 @@ def _last_positions(stored: StoredModel, current: pd.DataFrame, last_night, as_o
         return {}
     segments, last_as_of = last_night
     since = (pd.Timestamp(as_of) - pd.Timestamp(last_as_of)).days
-    if since <= 0:
+    if since < 0:
         return {}
     position = {sid: i for i, sid in enumerate(stored.ids)}
     before = (
@@ -344,7 +344,9 @@ def _last_positions(stored: StoredModel, current: pd.DataFrame, last_night, as_o
         .to_numpy(dtype=np.int64)
     )
     # Recency counts from the as-of date: a purchase on last night's as-of date came after it.
-    quiet = current["recency_days"].to_numpy() > since
+    # A re-run of the same night holds everyone to the first run's segments, which gives the
+    # first run's result again (those it moved are nearest where they are).
+    quiet = current["recency_days"].to_numpy() > since if since else np.ones(len(current), bool)
     return {"before": before, "quiet": quiet}
 
 

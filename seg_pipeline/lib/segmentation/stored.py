@@ -8,7 +8,7 @@ stored model, with the scaler it was fitted with, and refits only when one of th
 (``refit_reason``):
 
 * there is no usable stored model (first night, other features, a work file from before the
-  scaler was stored);
+  scaler was stored), or tonight re-runs the night it was fitted;
 * it is older than ``refit_after_days``;
 * at least ``refit_changed_share`` of today's customers bought since it was fitted (new customers
   included): the population it was fitted on has changed;
@@ -195,6 +195,9 @@ def refit_reason(
     age = (pd.Timestamp(as_of).date() - stored.fitted_as_of).days
     if age < 0:
         return f"the stored segments were fitted after tonight's as-of date ({stored.fitted_as_of})"
+    if age == 0:
+        # Same data, same seeds: the same segments, and a re-run gives the same tables.
+        return "a re-run of the night the stored segments were fitted"
     if age >= refit_after_days:
         return f"the stored segments are {age} days old (refit after {refit_after_days})"
     # A purchase on the fit night's as-of date was after its cut (recency counts from as-of).

@@ -50,10 +50,10 @@ def test_a_night_without_purchases_keeps_the_model_and_every_customers_segment()
     assert second.run_row()["refit"] is False
 
 
-def segment_next(stored: pd.DataFrame, current, holdout, as_of, **settings):
+def segment_next(stored: pd.DataFrame, current, holdout, as_of, last_night=None, **settings):
     """The night after the one that stored ``stored`` (its ``centroids``)."""
     chosen = SweepSettings(**{**SETTINGS.__dict__, **settings})
-    return segment_customers(current, holdout, stored, chosen, as_of=as_of)
+    return segment_customers(current, holdout, stored, chosen, as_of=as_of, last_night=last_night)
 
 
 def test_the_stored_model_assigns_tonights_customers_as_tonight_did():
@@ -134,3 +134,24 @@ def test_a_quiet_customer_stays_unless_clearly_nearer_another_segment():
     unknown = before.copy()
     unknown[0] = -1
     assert stored.keep_quiet(moved, labels, unknown, quiet, 100.0)[0] == labels[0]
+
+
+def test_a_rerun_of_a_night_between_refits_gives_that_nights_segments_again():
+    current, holdout, _ = _customers()
+    first = _night(current, holdout)
+    settings = {"keep_margin": 100.0}  # everyone quiet is held: the hysteresis is what is tested
+    moved = _older(current, 1)
+    moved.loc[0, ["recency_days", "frequency", "monetary"]] = current.iloc[-1][
+        ["recency_days", "frequency", "monetary"]
+    ]
+    last = (first.segments[["customer_id", "segment_id"]], "2025-06-30")
+    night = segment_next(first.centroids, moved, holdout, "2025-07-01", last_night=last, **settings)
+    # Customer 0 bought nothing (recency grew) and is held in their segment despite looking like
+    # a lapsed buyer now.
+    assert night.segments["segment_id"].tolist() == first.segments["segment_id"].tolist()
+    rerun_last = (night.segments[["customer_id", "segment_id"]], "2025-07-01")
+    again = segment_next(
+        night.centroids, moved, holdout, "2025-07-01", last_night=rerun_last, **settings
+    )
+    assert again.sweep.method == "assigned"
+    assert again.segments.equals(night.segments)
