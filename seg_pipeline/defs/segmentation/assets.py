@@ -74,9 +74,10 @@ class SegmentationConfig(dg.Config):
         "0 assigns everyone to the nearest centroid.",
     )
     refit_changed_share: float = Field(
-        default=0.1,
+        default=0.25,
         description="Refit when this share of today's customers bought (or first appeared) "
-        "since the segments were fitted.",
+        "since the segments were fitted. A refit redraws the boundaries for everyone, so it "
+        "waits for a real change in the population; refit_after_days bounds the wait.",
     )
     change_margin: float = Field(
         default=0.02,

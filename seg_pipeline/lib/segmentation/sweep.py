@@ -61,7 +61,7 @@ class SweepSettings:
     selection_sample: int = 20_000
     refit: bool = True
     refit_after_days: int = 28
-    refit_changed_share: float = 0.1
+    refit_changed_share: float = 0.25
     keep_margin: float = 0.25
     change_margin: float = 0.02
     match_distance: float = 1.0
