@@ -1,9 +1,11 @@
 """One night of segmentation, from customer features to the rows of the segment tables.
 
 ``segment_customers`` is the whole decision in one call, without Dagster, MLflow or a database:
-it sweeps (or assigns to yesterday's stored segments), profiles the segments, gives them stable
-ids and names, measures how well the named RFM segments and the 125 RFM cells forecast next-period
-spend for comparison, and builds the scikit-learn pipeline that assigns a new customer.
+it refits when ``stored.refit_reason`` says so and otherwise assigns today's customers to the
+stored segments, profiles the segments (with what their customers did next), gives them stable
+ids and names and every customer a reason, measures how well the named RFM segments and the 125
+RFM cells forecast next-period spend for comparison and how many quiet customers kept their
+segment, and builds the model that assigns a new customer.
 """
 
 from __future__ import annotations
