@@ -251,7 +251,7 @@ def segment_report(
     path.write_text(
         report_html("Customer segments", profiles, chart_pngs, report_facts(run, calibration))
     )
-    tracking.log_report(context, mlflow_tracking, path, model_run_id)
+    tracking.log_report(context, mlflow_tracking, path, model_run_id, calibration)
     return dg.MaterializeResult(
         metadata={
             "path": str(path),

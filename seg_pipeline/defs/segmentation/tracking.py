@@ -219,13 +219,28 @@ def value_metadata(value: ValueForecast) -> dict:
 
 
 def log_report(
-    context: dg.AssetExecutionContext, tracking: MLflowTracking, path: Path, model_run_id: str
+    context: dg.AssetExecutionContext,
+    tracking: MLflowTracking,
+    path: Path,
+    model_run_id: str,
+    calibration: pd.DataFrame,
 ) -> None:
-    """Attach the HTML report to the selection run, as a child run."""
+    """Attach the HTML report to the selection run, as a child run, with the value forecast's
+    calibration by decile, so that the selection run shows it beside the segments' figures."""
     import mlflow
 
     with tracking.start_run(context, EXPERIMENT, run_name="report", parent_run_id=model_run_id):
         mlflow.log_artifact(str(path), artifact_path="report")
+        if len(calibration):
+            n = calibration["customers"]
+            mlflow.log_metric(
+                "value_spend_ratio",
+                float((n * calibration["predicted_spend"]).sum())
+                / float((n * calibration["actual_spend"]).sum()),
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                calibration.to_csv(Path(tmp, "value_calibration.csv"), index=False)
+                mlflow.log_artifact(str(Path(tmp, "value_calibration.csv")), artifact_path="report")
 
 
 def chart_metadata(chart_pngs: dict[str, bytes], names: tuple[str, ...]) -> dict:
