@@ -67,14 +67,18 @@ def _fit(values: np.ndarray, spend: np.ndarray, random_state: int):
         buys = None  # one class: the rate itself is the forecast
     else:
         buys.fit(values, bought)
-    amount.fit(values, np.clip(spend, 0, None))
+    if bought.any():
+        amount.fit(values, np.clip(spend, 0, None))
+    else:
+        amount = None  # nobody spent in the horizon: nothing to learn, the forecast is 0
     return buys, amount, float(bought.mean())
 
 
 def _predict(models, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     buys, amount, rate = models
     probability = np.full(len(values), rate) if buys is None else buys.predict_proba(values)[:, 1]
-    return amount.predict(values), probability
+    expected = np.zeros(len(values)) if amount is None else amount.predict(values)
+    return expected, probability
 
 
 def forecast_value(
