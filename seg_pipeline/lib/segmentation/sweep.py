@@ -260,10 +260,13 @@ def run_sweep(
     # A shop with a handful of customers gets fewer segments rather than none.
     k_min = min(settings.k_min, max(2, len(sel) - 1))
     ks = range(k_min, settings.k_max + 1)
+    # A tree needs spend after the holdout cut to learn from; a shop too young for a holdout
+    # snapshot sweeps the clusterings alone.
     jobs = [
         (space_name, method, param)
         for space_name in spaces
         for method in settings.methods
+        if method not in SUPERVISED or supervision(space_name) is not None
         for param in candidate_params(method, ks, len(sel))
     ]
     # Candidates are independent: one per core, each single-threaded inside (the samples are

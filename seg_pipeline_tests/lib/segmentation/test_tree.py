@@ -135,3 +135,14 @@ def test_the_rule_segmenter_survives_the_skops_round_trip_that_mlflow_logs_it_wi
     )
     loaded = sio.loads(sio.dumps(model), trusted=SEGMENTER_TRUSTED_TYPES)
     assert loaded.predict(values).tolist() == model.predict(values).tolist()
+
+
+def test_a_shop_without_a_holdout_snapshot_sweeps_clusters_alone_without_warnings():
+    shop = _shop()
+    warnings = []
+    settings = SweepSettings(methods=("kmeans", "tree"), features=("rfm",), k_min=3, k_max=4)
+    night = segment_customers(
+        shop, shop.iloc[:0], None, settings, as_of="2025-06-30", warn=warnings.append
+    )
+    assert night.sweep.method == "kmeans" and warnings == []
+    assert set(night.sweep.table["method"]) == {"kmeans"}
