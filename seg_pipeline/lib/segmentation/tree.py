@@ -115,6 +115,7 @@ _PHRASES = {
 }
 
 
+_SINGLE = {"frequency": "one order", "n_categories": "buys from one category"}
 _RANGES = {
     "recency_days": "last ordered {lo:.0f} to {hi:.0f} days ago",
     "frequency": "{lo:.0f} to {hi:.0f} orders",
@@ -149,6 +150,9 @@ def describe(rule: list[Condition], currency: str = "") -> str:
             )
             continue
         for op, threshold in bounds[name].items():
+            if op == "<=" and name in _SINGLE and np.floor(threshold) <= 1:
+                parts.append(_SINGLE[name])  # counts start at 1: "at most 1 orders" is one
+                continue
             parts.append(
                 (low if op == "<=" else high).format(
                     t=np.floor(threshold),

@@ -146,3 +146,15 @@ def test_a_shop_without_a_holdout_snapshot_sweeps_clusters_alone_without_warning
     )
     assert night.sweep.method == "kmeans" and warnings == []
     assert set(night.sweep.table["method"]) == {"kmeans"}
+
+
+def test_rules_read_as_words_with_ranges_money_and_single_orders():
+    rule = [
+        ("recency_days", ">", 24.5),
+        ("recency_days", "<=", 92.5),
+        ("frequency", "<=", 1.5),
+        ("monetary", ">", 36.7),
+    ]
+    assert describe(rule) == "last ordered 25 to 92 days ago and one order and spent over 37"
+    assert describe([("monetary", "<=", 1234.4)], currency="£") == "spent up to £1,234"
+    assert describe([]) == "all customers"
