@@ -69,6 +69,7 @@ def test_online_retail_sample_runs_end_to_end(tmp_path):
     assert "non_product" in summary
     assert f"customers: {used:,} with a purchase" in summary
     assert "segments: " in summary and "125 RFM cells" in summary
+    assert "refitted: no stored segments to keep" in summary
     assert "recommendations: " in summary and "against popularity" in summary
     assert "segment report: " in summary and "mlflow ui --backend-store-uri" in summary
     # The CLI parsed the dbt project for this run while it imported the pipeline, and the dbt

@@ -56,7 +56,8 @@ def summary_lines(work_db: Path, published: Path, run_id: str) -> list[str]:
         seg = _one(
             con,
             "select method, param, n_segments, forecast_eta2, rfm_segment_eta2, rfm_cell_eta2, "
-            "note from segmentation_runs where run_id = "
+            "note, decision, segment_kept_day, rfm_segment_kept_day, segment_kept_week, "
+            "rfm_segment_kept_week from segmentation_runs where run_id = "
             "(select any_value(run_id) from customer_segments)",
         )
         if seg:
@@ -65,6 +66,17 @@ def summary_lines(work_db: Path, published: Path, run_id: str) -> list[str]:
                 f"segments {_figure(seg[3])}, named RFM segments {_figure(seg[4])}, "
                 f"125 RFM cells {_figure(seg[5])}"
             )
+            if seg[7]:
+                lines.append(f"  {seg[7]}" if seg[0] == "assigned" else f"  refitted: {seg[7]}")
+            kept = [
+                f"{lag} over {lag} {ours:.1%} (named RFM segments {rfm:.1%})"
+                for lag, ours, rfm in (("day", seg[8], seg[9]), ("week", seg[10], seg[11]))
+                if ours is not None
+            ]
+            if kept:
+                lines.append(
+                    f"  customers without a purchase who kept their segment: {'; '.join(kept)}"
+                )
             if seg[6]:
                 lines.append(f"  warning: {seg[6]}")
         recs = _one(
