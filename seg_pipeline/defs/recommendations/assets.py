@@ -93,7 +93,7 @@ class RecommendationConfig(dg.Config):
     families: list[str] = Field(
         default_factory=list,
         description="Model families that compete with the popularity baselines (als, bpr, "
-        "item_knn, content, hybrid); empty: all of them.",
+        "item_knn, ease, rp3beta, content, hybrid); empty: all of them.",
     )
     max_per_category: int | None = Field(
         default=4, description="At most this many items of one category per list (diversity cap)."

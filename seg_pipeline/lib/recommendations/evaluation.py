@@ -27,6 +27,7 @@ from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.item_models import (
     EASERecommender,
     RP3BetaRecommender,
+    ShrunkCosineRecommender,
     TooManyItems,
 )
 from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
@@ -102,6 +103,7 @@ def default_grid(
     # The strong simple peers (item_models.py); EASE passes on catalogues over its max_items.
     grid += [EASERecommender(l2=l2) for l2 in (100.0, 500.0, 2000.0)]
     grid += [RP3BetaRecommender(alpha=1.0, beta=beta, k=200) for beta in (0.3, 0.6)]
+    grid += [ShrunkCosineRecommender(k=100, shrink=shrink) for shrink in (10.0, 100.0)]
     return _only(grid, families)
 
 

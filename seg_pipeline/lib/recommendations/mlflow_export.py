@@ -19,7 +19,11 @@ from seg_pipeline.lib.recommendations.base import Recommender
 from seg_pipeline.lib.recommendations.blends import HybridRecommender
 from seg_pipeline.lib.recommendations.content import ContentRecommender
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
-from seg_pipeline.lib.recommendations.item_models import EASERecommender, RP3BetaRecommender
+from seg_pipeline.lib.recommendations.item_models import (
+    EASERecommender,
+    RP3BetaRecommender,
+    ShrunkCosineRecommender,
+)
 from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
 from seg_pipeline.lib.recommendations.popularity import (
     PopularityRecommender,
@@ -45,7 +49,7 @@ def export_model(model: Recommender, item_ids: np.ndarray, directory: Path) -> P
         elif isinstance(part, ItemKNNRecommender):
             entry["kind"] = "similarity"
             sp.save_npz(directory / f"component_{i}.npz", part.similarity.tocsr())
-        elif isinstance(part, RP3BetaRecommender):
+        elif isinstance(part, RP3BetaRecommender | ShrunkCosineRecommender):
             entry["kind"] = "similarity"
             sp.save_npz(directory / f"component_{i}.npz", part.similarity_)
         elif isinstance(part, EASERecommender):

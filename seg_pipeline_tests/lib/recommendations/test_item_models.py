@@ -9,6 +9,7 @@ from seg_pipeline.lib.recommendations.evaluation import evaluate
 from seg_pipeline.lib.recommendations.item_models import (
     EASERecommender,
     RP3BetaRecommender,
+    ShrunkCosineRecommender,
     TooManyItems,
 )
 from seg_pipeline.lib.recommendations.mlflow_export import HistoryRecommender, export_model
@@ -35,7 +36,12 @@ def test_ease_weights_are_the_ridge_regression_of_each_item_on_the_others():
 
 
 @pytest.mark.parametrize(
-    "model", [EASERecommender(l2=1.0), RP3BetaRecommender(alpha=1.0, beta=0.5, k=10)]
+    "model",
+    [
+        EASERecommender(l2=1.0),
+        RP3BetaRecommender(alpha=1.0, beta=0.5, k=10),
+        ShrunkCosineRecommender(k=10, shrink=5.0),
+    ],
 )
 def test_item_models_recommend_within_the_taste_group_and_explain_by_a_bought_item(model):
     matrix = _two_taste_matrix()
@@ -81,7 +87,9 @@ def test_ease_skips_a_catalogue_above_its_limit_and_the_evaluation_says_so():
     ]
 
 
-@pytest.mark.parametrize("model", [EASERecommender(l2=1.0), RP3BetaRecommender(k=10)])
+@pytest.mark.parametrize(
+    "model", [EASERecommender(l2=1.0), RP3BetaRecommender(k=10), ShrunkCosineRecommender(k=10)]
+)
 def test_exported_item_model_serves_from_a_history(tmp_path, model):
     data = _data(_two_taste_matrix())
     model.fit(data)
@@ -92,3 +100,14 @@ def test_exported_item_model_serves_from_a_history(tmp_path, model):
     first, second = out["recommendations"]
     assert all(int(i[1:]) < 6 for i in first[:3]) and not {"i00", "i01"} & set(first)
     assert all(int(i[1:]) >= 6 for i in second[:3])
+
+
+def test_shrinkage_discounts_similarities_that_rest_on_few_co_buyers():
+    # Items 0 and 1: bought together by 2 of 2 buyers; items 2 and 3: by 20 of 20.
+    x = np.zeros((22, 4))
+    x[:2, [0, 1]] = 1
+    x[2:, [2, 3]] = 1
+    plain = ShrunkCosineRecommender(k=3, shrink=0.0).fit(_data(x)).similarity_.toarray()
+    assert np.allclose(plain, [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])
+    shrunk = ShrunkCosineRecommender(k=3, shrink=10.0).fit(_data(x)).similarity_.toarray()
+    assert shrunk[0, 1] == pytest.approx(2 / 12) and shrunk[2, 3] == pytest.approx(20 / 30)
