@@ -15,8 +15,8 @@ compete for the champion like any other family.
 * **Item-KNN with shrinkage** (as in Dacrema et al.'s baselines): cosine whose denominator is
   raised by ``shrink``, which discounts similarities resting on a few co-buyers.
 
-All three learn from which items a customer interacted with (``weights > 0``), as their authors'
-implicit-feedback setups do.
+EASE and RP3beta learn from which items a customer interacted with (``weights > 0``), as their
+authors' implicit-feedback setups do; the shrunk cosine from the confidence weights.
 """
 
 from __future__ import annotations
@@ -141,9 +141,9 @@ class RP3BetaRecommender(Recommender):
 
 @dataclass
 class ShrunkCosineRecommender(Recommender):
-    """Item-KNN by cosine with shrinkage: ``co_ij / (sqrt(n_i n_j) + shrink)``, so that two items
-    bought together by two customers are not as similar as two bought together by two hundred
-    (implicit's cosine has no shrinkage term)."""
+    """Item-KNN by cosine with shrinkage, ``x_i·x_j / (|x_i| |x_j| + shrink)`` on the confidence
+    weights, so that two items bought together by two customers are not as similar as two bought
+    together by two hundred (implicit's cosine has no shrinkage term)."""
 
     k: int = 100
     shrink: float = 10.0
@@ -155,9 +155,13 @@ class ShrunkCosineRecommender(Recommender):
         return {"k": self.k, "shrink": self.shrink}
 
     def fit(self, data: InteractionMatrix, batch: int = 2048) -> ShrunkCosineRecommender:
-        x = _binary(data)
+        # On the confidence weights, as implicit's cosine: on 0/1 interactions the same model
+        # lost a quarter of its NDCG on the synthetic shop (views and carts carry taste).
+        x = data.weights.tocsr().astype(np.float32)
+        x.data = np.clip(x.data, 0, None)
+        x.eliminate_zeros()
         item_user = x.T.tocsr()
-        norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32)
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel()).astype(np.float32)
         blocks = []
         for start in range(0, x.shape[1], batch):
             co = (item_user[start : start + batch] @ x).toarray()
