@@ -162,6 +162,7 @@ class ShrunkCosineRecommender(Recommender):
         x.eliminate_zeros()
         item_user = x.T.tocsr()
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel()).astype(np.float32)
+        norms[norms == 0] = 1.0  # an item nobody bought shares nothing: 0, not 0/0
         blocks = []
         for start in range(0, x.shape[1], batch):
             co = (item_user[start : start + batch] @ x).toarray()

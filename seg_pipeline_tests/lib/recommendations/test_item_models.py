@@ -111,3 +111,10 @@ def test_shrinkage_discounts_similarities_that_rest_on_few_co_buyers():
     assert np.allclose(plain, [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])
     shrunk = ShrunkCosineRecommender(k=3, shrink=10.0).fit(_data(x)).similarity_.toarray()
     assert shrunk[0, 1] == pytest.approx(2 / 12) and shrunk[2, 3] == pytest.approx(20 / 30)
+
+
+def test_shrunk_cosine_without_shrinkage_leaves_unbought_items_at_zero():
+    x = np.zeros((3, 3))
+    x[:, :2] = 1  # item 2 was never bought
+    similarity = ShrunkCosineRecommender(k=3, shrink=0.0).fit(_data(x)).similarity_.toarray()
+    assert np.isfinite(similarity).all() and not similarity[:, 2].any()
