@@ -187,6 +187,29 @@ def test_segment_charts_and_report_are_attached(nightly):
         assert 0 <= meta["customer_segments"][key].value <= 1
 
 
+def test_value_forecast_and_reasons_cover_every_buyer(nightly):
+    result, con, _, _ = nightly
+    buyers, forecast, bad, no_reason, in_360 = con.execute(
+        """
+        select (select count(*) from customer_rfm),
+               (select count(*) from customer_value_forecast),
+               (select count(*) from customer_value_forecast
+                where expected_spend < 0 or buy_probability not between 0 and 1
+                   or horizon_days <> 90 or model_run_id is null),
+               (select count(*) from customer_segments where reason is null or reason = ''),
+               (select count(expected_spend) from customer_360)
+        """
+    ).fetchall()[0]
+    assert forecast == buyers == in_360 and bad == 0 and no_reason == 0
+    report = [
+        e.event_specific_data.materialization.metadata["path"].value
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key.to_user_string() == "segment_report"
+    ][0]
+    text = Path(report).read_text()
+    assert "Value forecast calibration" in text and "value forecast (holdout, out of fold)" in text
+
+
 def test_backfill_builds_history_keeps_ids_and_assigns_between_refits(nightly, tmp_path):
     result, con, tracking, settings = nightly
     first = dict(con.execute("select segment_id, segment_name from segment_profiles").fetchall())
@@ -229,26 +252,3 @@ def test_backfill_builds_history_keeps_ids_and_assigns_between_refits(nightly, t
     pub.close()
     assert methods == [("assigned",)]
     assert assigned <= set(second)
-
-
-def test_value_forecast_and_reasons_cover_every_buyer(nightly):
-    result, con, _, _ = nightly
-    buyers, forecast, bad, no_reason, in_360 = con.execute(
-        """
-        select (select count(*) from customer_rfm),
-               (select count(*) from customer_value_forecast),
-               (select count(*) from customer_value_forecast
-                where expected_spend < 0 or buy_probability not between 0 and 1
-                   or horizon_days <> 90 or model_run_id is null),
-               (select count(*) from customer_segments where reason is null or reason = ''),
-               (select count(expected_spend) from customer_360)
-        """
-    ).fetchall()[0]
-    assert forecast == buyers == in_360 and bad == 0 and no_reason == 0
-    report = [
-        e.event_specific_data.materialization.metadata["path"].value
-        for e in result.get_asset_materialization_events()
-        if e.event_specific_data.materialization.asset_key.to_user_string() == "segment_report"
-    ][0]
-    text = Path(report).read_text()
-    assert "Value forecast calibration" in text and "value forecast (holdout, out of fold)" in text
