@@ -96,8 +96,19 @@ class EASERecommender(Recommender):
         return explain_by_similarity(recs, history, keep_top(self.weights_.T, 100))[0]
 
 
+class _SparseItemItem(Recommender):
+    """Scoring and reasons of a model whose item-item weights are a sparse ``similarity_``
+    (``similarity_[i, j]``: how much buying i supports recommending j) over ``x_``."""
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return (self.x_[users] @ self.similarity_).toarray()
+
+    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        return explain_by_similarity(recs, history, self.similarity_.T.tocsr())[0]
+
+
 @dataclass
-class RP3BetaRecommender(Recommender):
+class RP3BetaRecommender(_SparseItemItem):
     """Random walk user → item → user → item, penalised by target popularity to the power β."""
 
     alpha: float = 1.0
@@ -121,26 +132,17 @@ class RP3BetaRecommender(Recommender):
         penalty = np.zeros_like(popularity, dtype=np.float32)
         seen = popularity > 0
         penalty[seen] = popularity[seen] ** -self.beta
-        blocks = []
-        # Item by item blocks: the walk's item-item matrix is dense for popular items, so only
-        # each row's k strongest neighbours are kept, block by block.
-        for start in range(0, x.shape[1], batch):
-            walk = (item_user[start : start + batch] @ user_item).toarray()
+
+        def weigh(walk: np.ndarray, start: int) -> None:
             walk *= penalty[None, :]
-            np.fill_diagonal(walk[:, start : start + batch], 0.0)
-            blocks.append(keep_top(walk, self.k))
-        self.x_, self.similarity_ = x, sp.vstack(blocks).tocsr()
+
+        self.x_ = x
+        self.similarity_ = _item_item_top(item_user, user_item, self.k, weigh, batch)
         return self
-
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return (self.x_[users] @ self.similarity_).toarray()
-
-    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        return explain_by_similarity(recs, history, self.similarity_.T.tocsr())[0]
 
 
 @dataclass
-class ShrunkCosineRecommender(Recommender):
+class ShrunkCosineRecommender(_SparseItemItem):
     """Item-KNN by cosine with shrinkage, ``x_i·x_j / (|x_i| |x_j| + shrink)`` on the confidence
     weights, so that two items bought together by two customers are not as similar as two bought
     together by two hundred (implicit's cosine has no shrinkage term)."""
@@ -163,20 +165,26 @@ class ShrunkCosineRecommender(Recommender):
         item_user = x.T.tocsr()
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel()).astype(np.float32)
         norms[norms == 0] = 1.0  # an item nobody bought shares nothing: 0, not 0/0
-        blocks = []
-        for start in range(0, x.shape[1], batch):
-            co = (item_user[start : start + batch] @ x).toarray()
-            co /= norms[start : start + batch, None] * norms[None, :] + self.shrink
-            np.fill_diagonal(co[:, start : start + batch], 0.0)
-            blocks.append(keep_top(co, self.k))
-        self.x_, self.similarity_ = x, sp.vstack(blocks).tocsr()
+
+        def weigh(co: np.ndarray, start: int) -> None:
+            co /= norms[start : start + len(co), None] * norms[None, :] + self.shrink
+
+        self.x_ = x
+        self.similarity_ = _item_item_top(item_user, x, self.k, weigh, batch)
         return self
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return (self.x_[users] @ self.similarity_).toarray()
 
-    def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        return explain_by_similarity(recs, history, self.similarity_.T.tocsr())[0]
+def _item_item_top(left, right, k: int, weigh, batch: int) -> sp.csr_matrix:
+    """``left @ right`` (items × items) block by block, each block weighed in place by
+    ``weigh(block, first_row)``, its diagonal dropped and each row's ``k`` strongest kept: the
+    full product is dense for popular items, the kept one is not."""
+    blocks = []
+    for start in range(0, left.shape[0], batch):
+        block = (left[start : start + batch] @ right).toarray()
+        weigh(block, start)
+        np.fill_diagonal(block[:, start : start + batch], 0.0)
+        blocks.append(keep_top(block, k))
+    return sp.vstack(blocks).tocsr()
 
 
 def _row_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
