@@ -159,9 +159,7 @@ def behavioural_segments(
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
     sweep = night.sweep
-    context.log.info(
-        f"refitting the segments: {sweep.refit}" if sweep.refit else f"segments {sweep.kept}"
-    )
+    context.log.info(f"refitting the segments: {sweep.refit}" if sweep.refit else sweep.kept)
     phases.lap("candidates, assignment and profiles")
     with mlflow_tracking.start_run(
         context, tracking.EXPERIMENT, run_name="segment_selection"

@@ -17,7 +17,7 @@ import pandas as pd
 from seg_pipeline.defs.resources import MLflowTracking
 from seg_pipeline.lib.segmentation import charts
 from seg_pipeline.lib.segmentation.nightly import SEGMENTER_TRUSTED_TYPES, SegmentationNight
-from seg_pipeline.lib.segmentation.value import ValueForecast
+from seg_pipeline.lib.segmentation.value import ValueForecast, spend_totals
 
 EXPERIMENT = "segmentation"
 REGISTERED_MODEL = "seg_pipeline_segmenter"
@@ -53,18 +53,16 @@ def selection_figures(night: SegmentationNight) -> dict:
         out[f"{col}_forecast_eta2"] = eta
         out[f"{col}_forecast_omega2"] = omega
     out["refit"] = night.sweep.method != "assigned"
-    out["decision"] = night.sweep.refit or night.sweep.kept or night.sweep.note or ""
+    out["decision"] = night.sweep.decision or night.sweep.note or ""
     out.update(stability_figures(night))
     return out
 
 
 def stability_figures(night: SegmentationNight) -> dict[str, float]:
     """Shares of quiet customers who kept their segment and their named RFM segment, per lag."""
-    return {
-        f"{kind}_kept_{lag}": figures[kind]
-        for lag, figures in night.stability.items()
-        for kind in ("segment", "rfm_segment")
-    } | {f"quiet_customers_{lag}": figures["customers"] for lag, figures in night.stability.items()}
+    return night.kept_shares | {
+        f"quiet_customers_{lag}": figures["customers"] for lag, figures in night.stability.items()
+    }
 
 
 def selection_charts(night: SegmentationNight, rfm: pd.DataFrame) -> dict[str, bytes]:
@@ -137,7 +135,7 @@ def log_selection(
     )
     mlflow.log_metrics(finite_figures(sweep.chosen_row))
     mlflow.log_metrics(stability_figures(night))
-    mlflow.set_tag("decision", (sweep.refit or sweep.kept or "")[:500])
+    mlflow.set_tag("decision", (sweep.decision or "")[:500])
     for col, (eta, omega) in night.rfm_eta.items():
         mlflow.log_metrics({f"{col}_forecast_eta2": eta, f"{col}_forecast_omega2": omega})
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,12 +230,7 @@ def log_report(
     with tracking.start_run(context, EXPERIMENT, run_name="report", parent_run_id=model_run_id):
         mlflow.log_artifact(str(path), artifact_path="report")
         if len(calibration):
-            n = calibration["customers"]
-            mlflow.log_metric(
-                "value_spend_ratio",
-                float((n * calibration["predicted_spend"]).sum())
-                / float((n * calibration["actual_spend"]).sum()),
-            )
+            mlflow.log_metric("value_spend_ratio", spend_totals(calibration)[2])
             with tempfile.TemporaryDirectory() as tmp:
                 calibration.to_csv(Path(tmp, "value_calibration.csv"), index=False)
                 mlflow.log_artifact(str(Path(tmp, "value_calibration.csv")), artifact_path="report")

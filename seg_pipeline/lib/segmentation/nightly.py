@@ -101,13 +101,19 @@ class SegmentationNight:
             "rfm_cell_omega2": self.rfm_eta.get("rfm_cell", (None, None))[1],
             "note": self.sweep.note,
             "refit": self.sweep.method != "assigned",
-            "decision": self.sweep.refit or self.sweep.kept,
+            "decision": self.sweep.decision,
             "fitted_as_of": self.centroids["fitted_as_of"].iloc[0],
-            **{
-                f"{kind}_kept_{lag}": figures[kind]
-                for lag, figures in self.stability.items()
-                for kind in ("segment", "rfm_segment")
-            },
+            **self.kept_shares,
+        }
+
+    @property
+    def kept_shares(self) -> dict[str, float]:
+        """``segment_kept_day``, ``rfm_segment_kept_day`` (and ``_week``): the shares of quiet
+        customers who kept their segment, for each lag with a snapshot."""
+        return {
+            f"{kind}_kept_{lag}": figures[kind]
+            for lag, figures in self.stability.items()
+            for kind in ("segment", "rfm_segment")
         }
 
 

@@ -9,6 +9,8 @@ import math
 
 import pandas as pd
 
+from seg_pipeline.lib.segmentation.value import spend_totals
+
 
 def report_html(
     title: str,
@@ -81,12 +83,10 @@ def report_facts(run: dict, calibration: pd.DataFrame | None = None) -> dict[str
                 f"125 RFM cells {run[f'rfm_cell_{measure}']:.3f}"
             )
     if calibration is not None and len(calibration):
-        n = calibration["customers"]
-        predicted = (n * calibration["predicted_spend"]).sum()
-        actual = (n * calibration["actual_spend"]).sum()
+        predicted, actual, ratio = spend_totals(calibration)
         facts["value forecast (holdout, out of fold)"] = (
             f"predicted {predicted:,.0f} against {actual:,.0f} actual spend "
-            f"({predicted / actual:.2f}×); top decile predicted "
+            f"({ratio:.2f}×); top decile predicted "
             f"{calibration['predicted_spend'].iloc[-1]:,.0f}, actual "
             f"{calibration['actual_spend'].iloc[-1]:,.0f}"
         )

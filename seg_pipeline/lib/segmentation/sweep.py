@@ -126,6 +126,11 @@ class SweepResult:
     rules: list | None = None  # a tree's leaf rules, one per label
 
     @property
+    def decision(self) -> str | None:
+        """Why tonight refitted, or why it kept the stored segments."""
+        return self.refit or self.kept
+
+    @property
     def chosen_row(self) -> dict:
         return self.table.loc[self.table["chosen"]].iloc[0].to_dict()
 

@@ -51,24 +51,27 @@ def load_rfm(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     )
 
 
+def _exist(con: duckdb.DuckDBPyConnection, *names: str) -> bool:
+    """Whether every one of the tables exists (a work file before its first night has none)."""
+    found = con.execute(
+        "select count(distinct table_name) from information_schema.tables "
+        "where table_name in (select unnest($names))",
+        {"names": list(names)},
+    ).fetchall()[0][0]
+    return found == len(names)
+
+
 def load_stored_model(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
     """The last run's segments (``segment_centroids``), or None before the first run."""
-    exists = con.execute(
-        "select count(*) from information_schema.tables where table_name = 'segment_centroids'"
-    ).fetchall()[0][0]
-    return (
-        con.execute("select * from segment_centroids order by segment_id").df() if exists else None
-    )
+    if not _exist(con, "segment_centroids"):
+        return None
+    return con.execute("select * from segment_centroids order by segment_id").df()
 
 
 def load_last_night(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, object] | None:
     """The last run's ``customer_segments`` (customer_id, segment_id) and its as-of date, or
     None before the first run."""
-    exists = con.execute(
-        "select count(*) from information_schema.tables "
-        "where table_name in ('customer_segments', 'segment_centroids')"
-    ).fetchall()[0][0]
-    if exists < 2:
+    if not _exist(con, "customer_segments", "segment_centroids"):
         return None
     as_of = con.execute("select max(as_of) from segment_centroids").fetchall()[0][0]
     return frame(con, "select customer_id, segment_id from customer_segments"), as_of
@@ -77,10 +80,7 @@ def load_last_night(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, objec
 def load_recent_history(con: duckdb.DuckDBPyConnection, as_of) -> pd.DataFrame | None:
     """``segment_history``'s snapshots one day and one week before ``as_of`` (None before the
     first snapshot), for the stability of tonight's segments."""
-    exists = con.execute(
-        "select count(*) from information_schema.tables where table_name = 'segment_history'"
-    ).fetchall()[0][0]
-    if not exists or as_of is None:
+    if as_of is None or not _exist(con, "segment_history"):
         return None
     return frame(
         con,
@@ -212,11 +212,7 @@ def write_value_forecast(
 
 def load_calibration(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The value forecast's calibration by decile (empty before the first forecast)."""
-    exists = con.execute(
-        "select count(*) from information_schema.tables "
-        "where table_name = 'value_forecast_calibration'"
-    ).fetchall()[0][0]
-    if not exists:
+    if not _exist(con, "value_forecast_calibration"):
         return pd.DataFrame()
     return frame(con, "select * from value_forecast_calibration order by decile")
 

@@ -148,6 +148,14 @@ def calibration_table(
     return out.reset_index()
 
 
+def spend_totals(calibration: pd.DataFrame) -> tuple[float, float, float]:
+    """Predicted and actual total spend of a ``calibration_table``, and their ratio."""
+    n = calibration["customers"]
+    predicted = float((n * calibration["predicted_spend"]).sum())
+    actual = float((n * calibration["actual_spend"]).sum())
+    return predicted, actual, predicted / actual if actual else float("nan")
+
+
 def calibration_figures(
     predicted: np.ndarray, probability: np.ndarray, spend: np.ndarray
 ) -> dict[str, float]:
