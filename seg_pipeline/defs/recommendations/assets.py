@@ -9,6 +9,7 @@ from seg_pipeline.defs.recommendations import tracking
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.parallel import in_background
 from seg_pipeline.lib.recommendations import tables
+from seg_pipeline.lib.recommendations.audiences import AudienceSettings
 from seg_pipeline.lib.recommendations.interactions import Weights
 from seg_pipeline.lib.recommendations.kept_model import config_hash
 from seg_pipeline.lib.recommendations.neighbours import item_similarity_pairs
@@ -19,6 +20,7 @@ from seg_pipeline.lib.recommendations.nightly import (
     RefitNight,
     RescoreNight,
     SimilaritySettings,
+    night_audiences,
     plan_night,
     popularity_night,
     refit_night,
@@ -49,6 +51,36 @@ class SimilarityConfig(dg.Config):
     n: int = Field(default=10, description="Similar items kept per item.")
     weighting: str = Field(default="cosine", description="cosine, tfidf or bm25.")
     knn_neighbours: int = Field(default=50, description="Neighbours computed per item.")
+
+
+class AudienceConfig(dg.Config):
+    """Audiences: the customers most likely to buy an item or a category next
+    (``item_audiences``, ``category_audiences``; lib/recommendations/audiences.py)."""
+
+    size: int = Field(default=500, description="Customers per audience.")
+    items: list[str] = Field(
+        default_factory=list,
+        description="Item ids that get an audience; empty: the top_items bought by the most "
+        "customers in the last recent_days.",
+    )
+    top_items: int = Field(default=20, description="Items that get an audience by default.")
+    categories: list[str] = Field(
+        default_factory=list,
+        description="Categories that get an audience; empty: the top_categories by recent buyers.",
+    )
+    top_categories: int = Field(default=10, description="Categories that get an audience.")
+    recent_days: int = Field(default=30, description="Window that ranks items and categories.")
+
+    def to_settings(self) -> AudienceSettings:
+        """The library's settings."""
+        return AudienceSettings(
+            size=self.size,
+            items=tuple(self.items),
+            top_items=self.top_items,
+            categories=tuple(self.categories),
+            top_categories=self.top_categories,
+            recent_days=self.recent_days,
+        )
 
 
 class RecommendationConfig(dg.Config):
@@ -120,10 +152,15 @@ class RecommendationConfig(dg.Config):
         default_factory=SimilarityConfig,
         description="Item-item similarity, computed on the same full matrix as the lists.",
     )
+    audiences: AudienceConfig = Field(
+        default_factory=AudienceConfig,
+        description="Item and category audiences, ranked by the champion (or the baseline of "
+        "past category buyers, or both, as validation chose).",
+    )
 
     def to_settings(self) -> NightSettings:
         """The library's settings (``lib/recommendations/nightly.py``)."""
-        values = self.model_dump(exclude={"register_model", "weights", "similarity"})
+        values = self.model_dump(exclude={"register_model", "weights", "similarity", "audiences"})
         return NightSettings(
             **{
                 **values,
@@ -133,6 +170,7 @@ class RecommendationConfig(dg.Config):
             },
             weights=self.weights.to_weights(),
             similarity=SimilaritySettings(**self.similarity.model_dump()),
+            audiences=self.audiences.to_settings(),
         )
 
     def settings_hash(self) -> str:
@@ -143,7 +181,13 @@ class RecommendationConfig(dg.Config):
 
 # Settings that do not change which model is fitted or what it recommends: changing them does
 # not force a refit.
-_NOT_MODEL_SETTINGS = {"retrain_every_days", "rescore_all", "register_model", "similarity"}
+_NOT_MODEL_SETTINGS = {
+    "retrain_every_days",
+    "rescore_all",
+    "register_model",
+    "similarity",
+    "audiences",
+}
 
 
 _DEPS = ["int_customer_item_daily", "item_catalog", "ingest_manifest", "customer_segments"]
@@ -170,6 +214,27 @@ _DEPS = ["int_customer_item_daily", "item_catalog", "ingest_manifest", "customer
             group_name="recommendations",
             deps=["int_customer_item_daily", "item_catalog"],
             description="Each item's most similar items by item-item KNN on the purchase matrix.",
+        ),
+        dg.AssetSpec(
+            "item_audiences",
+            group_name="recommendations",
+            deps=_DEPS,
+            description="For the top (or configured) items, the customers most likely to buy "
+            "each next, with a reason; never an opted-out customer or one who bought it.",
+        ),
+        dg.AssetSpec(
+            "category_audiences",
+            group_name="recommendations",
+            deps=_DEPS,
+            description="For the top (or configured) categories, the customers most likely to "
+            "buy from each next, with a reason.",
+        ),
+        dg.AssetSpec(
+            "audience_metrics",
+            group_name="recommendations",
+            deps=_DEPS,
+            description="Audience hit rates on each refit's validation window, against the "
+            "baseline of past category buyers (history: one set of rows per refit date).",
         ),
     ],
     can_subset=False,
@@ -212,10 +277,61 @@ def recommendations(
             run_id=context.run_id,
         )
     phases.lap("item similarities (rest)")
+    audience_meta = _publish_audiences(context, duckdb, night, night_settings, lists_meta)
+    phases.lap("audiences")
     lists_meta.update(phases.report(context.log, "recommendations"))
     yield dg.MaterializeResult(asset_key="customer_recommendations", metadata=lists_meta)
     yield dg.MaterializeResult(asset_key="recommendation_metrics", metadata=metrics_meta)
     yield dg.MaterializeResult(asset_key="item_similarities", metadata=similarity_meta)
+    for key, meta in audience_meta.items():
+        yield dg.MaterializeResult(asset_key=key, metadata=meta)
+
+
+def _publish_audiences(context, duckdb, night, night_settings, lists_meta) -> dict[str, dict]:
+    """Build tonight's audiences with the night's model and write them (and, on a refit night,
+    their validation hit rates); each audience asset's metadata."""
+    settings = night_settings.audiences
+    with duckdb.get_connection() as con:
+        left_out = tables.opted_out_rows(con, night.full)
+        built = night_audiences(night, settings, left_out)
+        refit = isinstance(night, RefitNight)
+        counts = tables.write_audiences(
+            con,
+            built,
+            night.full,
+            night.audience_rates if refit else None,
+            as_of=night.as_of if refit else None,
+            split=night.split if refit else None,
+            model_run_id=lists_meta["model_run_id"],
+            run_id=context.run_id,
+        )
+    figures = {}
+    if refit and len(night.audience_rates):
+        rates = night.audience_rates
+        figures = {
+            "validation_hit_rates": dg.MetadataValue.md(
+                rates[["kind", "mode", "model", "buyers", "hit_rate", "lift"]]
+                .round(4)
+                .to_markdown(index=False)
+            ),
+        }
+        context.log.info(
+            "audiences: "
+            + "; ".join(
+                f"{k} {m}: hit rate {v:.3f}"
+                for k, m, v in rates[["kind", "mode", "hit_rate"]].itertuples(index=False)
+            )
+        )
+    meta = {}
+    for audience, key in zip(built, ("item_audiences", "category_audiences"), strict=True):
+        meta[key] = {
+            "dagster/row_count": counts[key],
+            "audiences": int(len(audience.groups)),
+            "ranked_by": audience.model,
+            **figures,
+        }
+    meta["audience_metrics"] = {"dagster/row_count": counts["audience_metrics"], **figures}
+    return meta
 
 
 def _night(context, con, night_settings, plan, phases):

@@ -83,7 +83,14 @@ def log_refit(
         )
         mlflow.log_metrics(metric_dict(champ, n))
         mlflow.log_metric(f"baseline_ndcg_at_{n}", float(base["ndcg"]))
+        # Audience hit rates on the validation window, every mode beside the baseline.
+        for row in night.audience_rates.to_dict("records"):
+            prefix = f"audience_{row['kind']}_{row['mode']}"
+            mlflow.log_metric(f"{prefix}_hit_rate", float(row["hit_rate"]))
+        if len(night.audience_rates):
+            mlflow.log_params({f"{k}_audience_mode": v for k, v in night.audience_modes.items()})
         with tempfile.TemporaryDirectory() as tmp:
+            night.audience_rates.to_csv(Path(tmp, "audiences.csv"), index=False)
             table.assign(params=table["params"].map(lambda p: json.dumps(p, default=str))).to_csv(
                 Path(tmp, "candidates.csv"), index=False
             )

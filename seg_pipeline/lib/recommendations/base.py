@@ -45,6 +45,30 @@ class Recommender:
         """The history item column behind each recommendation, or -1."""
         return np.full(recs.shape, -1, dtype=np.int64)
 
+    def group_scorer(self, groups: sp.csr_matrix):
+        """A function from a batch of users to their summed scores over each group of items
+        (``groups``: items × G, 0/1), for audiences: one item per group, or a category's items.
+
+        This default scores every item; models whose score is linear in an item-side matrix
+        (``item_side``) fold the groups into it once, so an audience costs G columns, not the
+        catalogue.
+        """
+        side = self.item_side()
+        if side is None:
+            groups_t = groups.T.tocsr()
+            return lambda users: (
+                np.asarray(groups_t @ np.asarray(self.score(users), dtype=np.float32).T).T
+            )
+        user_side, item_side = side
+        folded = item_side @ groups
+        folded = folded.toarray() if sp.issparse(folded) else np.asarray(folded)
+        return lambda users: np.asarray(user_side[users] @ folded, dtype=np.float32)
+
+    def item_side(self) -> tuple | None:
+        """``(user_side, item_side)`` with ``score(users) == user_side[users] @ item_side``, for
+        models that score that way; None for the others."""
+        return None
+
     def _batch_size(self, n_items: int) -> int:
         # One dense block (batch × scored items) per thread, about 16M scores: with selection's
         # temporaries a few hundred MB per thread; larger blocks raised the peak memory.

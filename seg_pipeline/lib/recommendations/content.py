@@ -74,5 +74,8 @@ class ContentRecommender(Recommender):
     def score(self, users: np.ndarray) -> np.ndarray:
         return (self.weights_[users] @ self.similarity_.T).toarray()
 
+    def item_side(self) -> tuple:
+        return self.weights_, self.similarity_.T.tocsr()
+
     def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         return explain_by_similarity(recs, history, self.similarity_)[0]

@@ -210,6 +210,9 @@ class ALSRecommender(Recommender):
     def score(self, users: np.ndarray) -> np.ndarray:
         return self.model_.user_factors[users] @ self.model_.item_factors.T
 
+    def item_side(self) -> tuple:
+        return self.model_.user_factors, self.model_.item_factors.T
+
     def _batch_size(self, n_items: int) -> int:
         return super()._batch_size(len(self._pool[0]) if self._pool is not None else n_items)
 

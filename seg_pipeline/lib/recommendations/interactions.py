@@ -49,6 +49,7 @@ class InteractionMatrix:
     item_text: np.ndarray | None = None
     user_segments: np.ndarray | None = None
     segment_names: list[str] | None = None
+    category_names: np.ndarray | None = None  # category_names[c] for category code c
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -146,6 +147,7 @@ def load_interactions(
         cur.execute(f"drop table if exists {table}")
     cur.unregister("_customer_filter")
     shape = (len(user_ids), len(item_ids))
+    category_codes, category_names = pd.factorize(np.asarray(items["category"], dtype=object))
     weight, purchased, days = _same_pattern_csr(
         shape,
         np.asarray(cols["u"]),
@@ -160,10 +162,11 @@ def load_interactions(
         weights=weight,
         purchased=purchased,
         days_ago=days,
-        item_categories=pd.factorize(np.asarray(items["category"], dtype=object))[0],
+        item_categories=category_codes,
         item_text=np.asarray(items["text"], dtype=object),
         user_segments=segments,
         segment_names=segment_names,
+        category_names=np.asarray(category_names, dtype=object),
     )
 
 

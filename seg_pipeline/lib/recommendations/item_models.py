@@ -91,6 +91,9 @@ class EASERecommender(Recommender):
     def score(self, users: np.ndarray) -> np.ndarray:
         return np.asarray(self.x_[users] @ self.weights_)
 
+    def item_side(self) -> tuple:
+        return self.x_, self.weights_
+
     def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         # score_j = sum_i x_ui B[i, j]: the explaining item is the largest B[i, j] in the history.
         return explain_by_similarity(recs, history, keep_top(self.weights_.T, 100))[0]
@@ -102,6 +105,9 @@ class _SparseItemItem(Recommender):
 
     def score(self, users: np.ndarray) -> np.ndarray:
         return (self.x_[users] @ self.similarity_).toarray()
+
+    def item_side(self) -> tuple:
+        return self.x_, self.similarity_
 
     def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         return explain_by_similarity(recs, history, self.similarity_.T.tocsr())[0]

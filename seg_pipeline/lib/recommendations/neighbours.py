@@ -60,6 +60,9 @@ class ItemKNNRecommender(Recommender):
     def score(self, users: np.ndarray) -> np.ndarray:
         return (self.weights_[users] @ self.similarity).toarray()
 
+    def item_side(self) -> tuple:
+        return self.weights_, self.similarity
+
     def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         # implicit scores item j as sum_i w_ui * sim[i, j]: the explaining term lives in column j.
         return explain_by_similarity(recs, history, self.similarity.T.tocsr())[0]

@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from seg_pipeline.lib.recommendations import audiences as aud
 from seg_pipeline.lib.recommendations.evaluation import Evaluation, default_grid, evaluate
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
 from seg_pipeline.lib.recommendations.interactions import (
@@ -79,6 +80,7 @@ class NightSettings:
     rescore_all: bool = False
     weights: Weights = field(default_factory=Weights)
     similarity: SimilaritySettings = field(default_factory=SimilaritySettings)
+    audiences: aud.AudienceSettings = field(default_factory=aud.AudienceSettings)
 
 
 @dataclass
@@ -177,6 +179,12 @@ class RefitNight:
     available: np.ndarray
     lists: Lists
     settings_hash: str
+    audience_rates: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def audience_modes(self) -> dict[str, str]:
+        """How tonight's audiences rank customers, per kind, as chosen on validation."""
+        return aud.choose_modes(self.audience_rates) if len(self.audience_rates) else {}
 
     @property
     def champion_row(self) -> dict:
@@ -205,6 +213,11 @@ class RefitNight:
             "beats_popularity": bool(champ["candidate"] != base["candidate"]),
             "selection_sample": self.selection["selection_sample"],
             **scoring_figures(self.scoring),
+            **(
+                aud.summary(self.audience_rates, self.audience_modes)
+                if len(self.audience_rates)
+                else {}
+            ),
         }
 
     def kept_model(self, model_run_id: str, n: int) -> KeptModel | None:
@@ -306,6 +319,10 @@ def refit_night(
     phases.lap("candidate evaluation")
     for line in evaluation.skipped:
         log(line)
+    audience_rates = aud.hit_rates(
+        aud.evaluate_audiences(evaluation.fitted_champion, train, relevant, settings.audiences)
+    )
+    phases.lap("audience evaluation")
     selection = {
         "train_users": train.shape[0],
         "items": train.shape[1],
@@ -348,6 +365,7 @@ def refit_night(
         available=available,
         lists=lists,
         settings_hash=plan.settings_hash,
+        audience_rates=audience_rates,
     )
 
 
@@ -456,3 +474,43 @@ def popularity_night(
     champion = SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full)
     lists = score_lists(champion, full, full, settings, blocked)
     return PopularityNight(as_of=plan.as_of, note=note, champion=champion, full=full, lists=lists)
+
+
+def night_audiences(
+    night: RefitNight | RescoreNight | PopularityNight,
+    settings: aud.AudienceSettings,
+    left_out: np.ndarray,
+) -> tuple[aud.Audiences, aud.Audiences]:
+    """Tonight's item and category audiences over every customer, ranked the way the last
+    refit chose on validation (``RefitNight.audience_modes``, kept with the model).
+
+    A rescore night folds every customer into the kept model (its lists re-score only the
+    changed ones, but an audience ranks everyone against each other). ``left_out`` marks the
+    opted-out customers (rows of ``night.full``).
+    """
+    full = night.full
+    if isinstance(night, RescoreNight):
+        model = night.kept.champion_for(full.item_ids)
+        model.fold_in(full.weights)
+        modes = {k: night.kept.summary.get(f"{k}_audience_mode", "model") for k in aud.KINDS}
+    else:
+        model = night.champion
+        modes = night.audience_modes if isinstance(night, RefitNight) else {}
+    targets = {
+        "item": aud.target_items(full, settings),
+        "category": aud.target_categories(full, settings),
+    }
+    item, category = (
+        aud.build_audiences(
+            model,
+            full,
+            kind,
+            targets[kind],
+            settings.size,
+            mode=modes.get(kind, "baseline"),
+            left_out=left_out,
+            batch_size=settings.batch_size,
+        )
+        for kind in aud.KINDS
+    )
+    return item, category

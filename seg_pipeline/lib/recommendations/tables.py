@@ -298,3 +298,120 @@ def write_lists(
     con.execute("alter table customer_recommendations_next rename to customer_recommendations")
     for name in tables:
         con.unregister(name)
+
+
+def opted_out_rows(con: duckdb.DuckDBPyConnection, full: InteractionMatrix) -> np.ndarray:
+    """Which rows of ``full`` are customers who opted out (``recommendation_opt_outs``, written
+    with tonight's lists)."""
+    out = con.execute("select customer_id from recommendation_opt_outs").fetchnumpy()
+    return np.isin(full.user_ids, np.asarray(out["customer_id"], dtype=object))
+
+
+# Why a customer is in an audience: the history item behind the model's score, else their
+# purchases in the item's category, else the model's taste match.
+_AUDIENCE_REASON = """
+    case
+        when {because} is not null then 'Bought ' || {because}
+        when a.owned > 0
+            then 'Bought ' || a.owned || ' item' || if(a.owned = 1, '', 's')
+                 || coalesce(' in ' || {category}, '')
+        else 'Buys what its buyers buy'
+    end
+"""
+
+
+def write_audiences(
+    con: duckdb.DuckDBPyConnection,
+    audiences: tuple,
+    full: InteractionMatrix,
+    rates: pd.DataFrame | None,
+    *,
+    as_of,
+    split,
+    model_run_id: str,
+    run_id: str,
+) -> dict:
+    """Replace ``item_audiences`` and ``category_audiences`` and, on a night that evaluated
+    them, add the validation hit rates to ``audience_metrics``, in one transaction; returns
+    each table's row count."""
+    item, category = audiences
+    ids = {
+        "aud_users": pa.table({"u": np.arange(full.shape[0]), "customer_id": full.user_ids}),
+        "aud_items": pa.table({"i": np.arange(full.shape[1]), "item_id": full.item_ids}),
+        "aud_categories": pa.table(
+            {
+                "c": np.arange(len(full.category_names)),
+                "category": pa.array(full.category_names.astype(str), pa.string()),
+            }
+        ),
+        "aud_item_rows": pa.Table.from_pandas(item.long(), preserve_index=False),
+        "aud_category_rows": pa.Table.from_pandas(category.long(), preserve_index=False),
+    }
+    for name, value in ids.items():
+        con.register(name, value)
+    params = {"model_run_id": model_run_id, "run_id": run_id}
+    item_reason = _AUDIENCE_REASON.format(
+        because="coalesce(b.title, b.item_id)", category="t.category"
+    )
+    con.execute("begin transaction")
+    con.execute(
+        f"""
+        create or replace table item_audiences as
+        select t.item_id, t.title as item_title, a.rank::integer as rank, u.customer_id,
+               a.score::double as score,
+               {item_reason} as reason,
+               b.item_id as because_item_id, $model as model,
+               $model_run_id as model_run_id, $run_id as run_id
+        from aud_item_rows a
+        join aud_users u using (u)
+        join aud_items ti on ti.i = a."group"
+        join item_catalog t on t.item_id = ti.item_id
+        left join aud_items bi on bi.i = a.because
+        left join item_catalog b on b.item_id = bi.item_id
+        order by 1, 3
+        """,
+        params | {"model": item.model},
+    )
+    con.execute(
+        f"""
+        create or replace table category_audiences as
+        select c.category, a.rank::integer as rank, u.customer_id, a.score::double as score,
+               {_AUDIENCE_REASON.format(because="null", category="c.category")} as reason,
+               $model as model, $model_run_id as model_run_id, $run_id as run_id
+        from aud_category_rows a
+        join aud_users u using (u)
+        join aud_categories c on c.c = a."group"
+        order by 1, 2
+        """,
+        params | {"model": category.model},
+    )
+    con.execute(f"create table if not exists audience_metrics ({AUDIENCE_METRICS_COLUMNS})")
+    if rates is not None and len(rates):
+        con.register("aud_rates", rates)
+        con.execute("delete from audience_metrics where as_of = $as_of", {"as_of": as_of})
+        con.execute(
+            """
+            insert into audience_metrics by name
+            select kind, mode, model, $size::integer as audience_size, buyers::bigint as buyers,
+                   hits::bigint as hits, hit_rate, baseline_hit_rate, lift,
+                   $as_of::date as as_of, $split::date as split_date, $model_run_id
+                   as model_run_id, $run_id as run_id
+            from aud_rates
+            """,
+            params | {"as_of": as_of, "split": split, "size": int(item.users.shape[1])},
+        )
+        con.unregister("aud_rates")
+    con.execute("commit")
+    for name in ids:
+        con.unregister(name)
+    return {
+        table: con.execute(f"select count(*) from {table}").fetchall()[0][0]
+        for table in ("item_audiences", "category_audiences", "audience_metrics")
+    }
+
+
+AUDIENCE_METRICS_COLUMNS = (
+    "kind varchar, mode varchar, model varchar, audience_size integer, buyers bigint, "
+    "hits bigint, hit_rate double, baseline_hit_rate double, lift double, as_of date, "
+    "split_date date, model_run_id varchar, run_id varchar"
+)
