@@ -219,3 +219,68 @@ def recommendations_supported_by_data(
         description=note,
         metadata={"night": night or "unknown", "why": note or "a model was chosen as configured"},
     )
+
+
+@dg.asset_check(
+    asset="item_audiences",
+    blocking=True,
+    description="No opted-out customer and no buyer of the item in its audience, ranks 1..n "
+    "without gaps, and every row has a reason.",
+)
+def audiences_respect_rules(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        opted_out, bought, bad_ranks, no_reason = con.execute(
+            """
+            with rows as (
+                select item_id as target, customer_id, rank, reason, item_id from item_audiences
+                union all
+                select category, customer_id, rank, reason, null from category_audiences
+            )
+            select
+                count(*) filter (
+                    where customer_id in (select customer_id from recommendation_opt_outs)),
+                count(*) filter (where item_id is not null and exists (
+                    select 1 from int_customer_item_daily d
+                    where d.customer_id = rows.customer_id and d.item_id = rows.item_id
+                      and d.n_orders > 0)),
+                (select count(*) from (
+                    select target from rows group by target
+                    having min(rank) <> 1 or max(rank) <> count(*)
+                        or count(distinct rank) <> count(*))),
+                count(*) filter (where coalesce(trim(reason), '') = '')
+            from rows
+            """
+        ).fetchall()[0]
+    return dg.AssetCheckResult(
+        passed=bool(opted_out == bought == bad_ranks == no_reason == 0),
+        metadata={
+            "opted_out_customers": opted_out,
+            "customers_who_bought_the_item": bought,
+            "audiences_with_bad_ranks": bad_ranks,
+            "rows_without_reason": no_reason,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="category_audiences",
+    blocking=False,
+    description="Warns when there are no category audiences (the items have no category).",
+)
+def category_audiences_present(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        n, categories = con.execute(
+            "select (select count(*) from category_audiences), "
+            "(select count(distinct category) from item_catalog where category is not null)"
+        ).fetchall()[0]
+    return dg.AssetCheckResult(
+        passed=n > 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "rows": n,
+            "categories_in_catalogue": categories,
+            "why": "no item has a category: give the items file a category column"
+            if categories == 0
+            else ("" if n else "no customer bought from the categories"),
+        },
+    )
