@@ -101,6 +101,7 @@ def summary_lines(work_db: Path, published: Path, run_id: str) -> list[str]:
             lines.append(f"recommendations: {champion} ({kind.get(night, night)}){figures}")
             if note:
                 lines.append(f"  warning: {note}")
+            lines += _audience_lines(con)
         report = published.with_name(published.stem + "_segment_report.html")
         if report.exists():
             lines.append(f"segment report: {report}")
@@ -116,3 +117,35 @@ def next_steps(tracking_uri: str) -> list[str]:
         "Dagster UI: dagster dev, then http://localhost:3000 (the nightly schedule runs from then)",
         f"MLflow: mlflow ui --backend-store-uri {tracking_uri}",
     ]
+
+
+def _audience_lines(con) -> list[str]:
+    """How many audiences were published and, from the last refit's validation window, how
+    their hit rate compares with the baseline of past category buyers."""
+    counts = _one(
+        con,
+        "select (select count(distinct item_id) from item_audiences), "
+        "(select count(distinct category) from category_audiences), "
+        "(select max(rank) from item_audiences)",
+    )
+    if not counts or not counts[0]:
+        return []
+    rows = con.execute(
+        """
+        select kind, model, hit_rate, baseline_hit_rate from audience_metrics a
+        where as_of = (select max(as_of) from audience_metrics)
+          and mode = (select mode from audience_metrics b where b.kind = a.kind
+                      and b.as_of = a.as_of order by hit_rate desc,
+                      case mode when 'baseline' then 0 when 'blend' then 1 else 2 end limit 1)
+        order by kind desc
+        """
+    ).fetchall()
+    figures = "; ".join(
+        f"{kind} audiences by {model}: caught {_figure(ours)} of next buyers on validation "
+        f"(baseline {_figure(base)})"
+        for kind, model, ours, base in rows
+    )
+    line = (
+        f"audiences: {counts[0]} items and {counts[1]} categories, up to {counts[2]} customers each"
+    )
+    return [line] + ([f"  {figures}"] if figures else [])

@@ -130,6 +130,17 @@ class RecommendationConfig(dg.Config):
     max_per_category: int | None = Field(
         default=4, description="At most this many items of one category per list (diversity cap)."
     )
+    diversity: float | None = Field(
+        default=None,
+        description="Strength of the maximal-marginal-relevance re-ranking of each list (0: the "
+        "champion's own order, 1: only diversity). None: the largest of 0, 0.1, 0.2, 0.3, 0.5 "
+        "whose validation NDCG is within diversity_max_ndcg_cost of 0's.",
+    )
+    diversity_max_ndcg_cost: float = Field(
+        default=0.02,
+        description="The NDCG a more diverse list may cost on validation, as a share of the "
+        "champion's own (when diversity is None).",
+    )
     repeatable_items: list[str] = Field(
         default_factory=list, description="Item ids that may be recommended again after purchase."
     )
@@ -385,6 +396,14 @@ def _publish_refit(context, config, settings, duckdb, mlflow_tracking, night: Re
         "split_date": str(night.split),
         "candidates": dg.MetadataValue.md(ranking.round(4).to_markdown(index=False)),
         "candidates_skipped": "; ".join(night.evaluation.skipped) or "none",
+        "diversity_strength": night.diversity,
+        "diversity_trials": dg.MetadataValue.md(
+            night.diversity_trials[
+                ["strength", "ndcg", "precision", "ild", "diversity", "coverage", "novelty"]
+            ]
+            .round(4)
+            .to_markdown(index=False)
+        ),
         "model_run_id": model_run_id,
     }
     return lists_meta, metrics_meta

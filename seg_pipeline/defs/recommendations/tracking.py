@@ -89,8 +89,13 @@ def log_refit(
             mlflow.log_metric(f"{prefix}_hit_rate", float(row["hit_rate"]))
         if len(night.audience_rates):
             mlflow.log_params({f"{k}_audience_mode": v for k, v in night.audience_modes.items()})
+        mlflow.log_param("diversity_strength", night.diversity)
+        for row in night.diversity_trials.to_dict("records"):
+            tag = f"mmr_{row['strength']:g}".replace(".", "_")
+            mlflow.log_metrics({f"{tag}_ndcg": row["ndcg"], f"{tag}_ild": row["ild"]})
         with tempfile.TemporaryDirectory() as tmp:
             night.audience_rates.to_csv(Path(tmp, "audiences.csv"), index=False)
+            night.diversity_trials.to_csv(Path(tmp, "diversity.csv"), index=False)
             table.assign(params=table["params"].map(lambda p: json.dumps(p, default=str))).to_csv(
                 Path(tmp, "candidates.csv"), index=False
             )

@@ -8,9 +8,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from seg_pipeline.lib.recommendations.base import Recommender
+from seg_pipeline.lib.recommendations.diversity import POOL_FACTOR, mmr_rerank
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.popularity import SegmentPopularityRecommender
 from seg_pipeline.lib.recommendations.reasons import Reason
+from seg_pipeline.lib.recommendations.topk import Recommendations
 
 # Cold-start lists count purchases of the last 90 days: what a segment buys now.
 COLD_WINDOW_DAYS = 90
@@ -71,6 +73,8 @@ def build_lists(
     cold_window_days: int | None = COLD_WINDOW_DAYS,
     fallback: SegmentPopularityRecommender | None = None,
     item_support: np.ndarray | None = None,
+    diversity: float = 0.0,
+    similarity_vectors: np.ndarray | None = None,
 ) -> Lists:
     """Recommend ``n`` items to every user of ``data`` with a fitted ``champion``.
 
@@ -81,6 +85,10 @@ def build_lists(
     When ``data`` holds only some customers (those re-scored tonight), pass ``fallback`` fitted on
     everyone and ``item_support``, the interactions per item the champion learnt from, so that
     popularity and the "nobody interacted with it" test do not depend on who is in ``data``.
+
+    ``diversity`` > 0 re-ranks the champion's top ``POOL_FACTOR × n`` by maximal marginal
+    relevance over ``similarity_vectors`` (diversity.py), with the category cap applied as it
+    chooses.
     """
     exclude = exclusion_mask(data, repeatable)
     bought = np.diff(data.purchased.indptr) > 0
@@ -92,7 +100,30 @@ def build_lists(
     }
     parts = []
     if len(warm):
-        recs = champion.recommend(warm, exclude, n, **kwargs)
+        if diversity > 0 and similarity_vectors is not None:
+            pool = champion.recommend(warm, exclude, n * POOL_FACTOR, blocked=blocked)
+            items, scores = mmr_rerank(
+                pool.items,
+                pool.scores,
+                similarity_vectors,
+                n,
+                diversity,
+                categories=data.item_categories,
+                max_per_category=max_per_category,
+            )
+            # A pool the category cap cuts short: those customers get the capped list the
+            # champion would give without re-ranking (it looks further down).
+            short = np.flatnonzero((items < 0).any(axis=1))
+            if len(short):
+                fill = champion.recommend(warm[short], exclude, n, **kwargs)
+                longer = (fill.items >= 0).sum(axis=1) > (items[short] >= 0).sum(axis=1)
+                items[short[longer]], scores[short[longer]] = (
+                    fill.items[longer],
+                    fill.scores[longer],
+                )
+            recs = Recommendations(items=items, scores=scores)
+        else:
+            recs = champion.recommend(warm, exclude, n, **kwargs)
         because = champion.explain(recs.items, data.weights[warm])
         reason = np.full(recs.items.shape, Reason.named(champion.reason))
         if champion.reason == "because":

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from seg_pipeline.lib.recommendations import audiences as aud
+from seg_pipeline.lib.recommendations import diversity as div
 from seg_pipeline.lib.recommendations.evaluation import Evaluation, default_grid, evaluate
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
 from seg_pipeline.lib.recommendations.interactions import (
@@ -81,6 +82,8 @@ class NightSettings:
     weights: Weights = field(default_factory=Weights)
     similarity: SimilaritySettings = field(default_factory=SimilaritySettings)
     audiences: aud.AudienceSettings = field(default_factory=aud.AudienceSettings)
+    diversity: float | None = None
+    diversity_max_ndcg_cost: float = 0.02
 
 
 @dataclass
@@ -141,11 +144,17 @@ def available_items(con: duckdb.DuckDBPyConnection) -> np.ndarray:
 
 
 def score_lists(
-    champion, data: InteractionMatrix, full: InteractionMatrix, settings: NightSettings, blocked
+    champion,
+    data: InteractionMatrix,
+    full: InteractionMatrix,
+    settings: NightSettings,
+    blocked,
+    diversity: float = 0.0,
 ) -> Lists:
-    """``build_lists`` for the customers of ``data``, with the popularity and item support of
-    ``full`` (everyone): the same inputs on a refit night and on the nights between, so a
-    customer's list does not depend on who else is scored tonight."""
+    """``build_lists`` for the customers of ``data``, with the popularity, item support and
+    similarity vectors of ``full`` (everyone): the same inputs on a refit night and on the
+    nights between, so a customer's list does not depend on who else is scored tonight."""
+    vectors = div.similarity_vectors(champion, full.purchased) if diversity > 0 else None
     repeatable = np.isin(full.item_ids, np.asarray(settings.repeatable_items, dtype=object))
     return build_lists(
         champion,
@@ -156,6 +165,8 @@ def score_lists(
         max_per_category=settings.max_per_category,
         fallback=SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full),
         item_support=getattr(champion, "item_support_", None),
+        diversity=diversity,
+        similarity_vectors=vectors,
     )
 
 
@@ -180,6 +191,8 @@ class RefitNight:
     lists: Lists
     settings_hash: str
     audience_rates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    diversity_trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+    diversity: float = 0.0
 
     @property
     def audience_modes(self) -> dict[str, str]:
@@ -212,6 +225,7 @@ class RefitNight:
             f"popularity_ndcg_at_{n}": float(base["ndcg"]),
             "beats_popularity": bool(champ["candidate"] != base["candidate"]),
             "selection_sample": self.selection["selection_sample"],
+            "diversity_strength": self.diversity,
             **scoring_figures(self.scoring),
             **(
                 aud.summary(self.audience_rates, self.audience_modes)
@@ -323,6 +337,13 @@ def refit_night(
         aud.evaluate_audiences(evaluation.fitted_champion, train, relevant, settings.audiences)
     )
     phases.lap("audience evaluation")
+    trials = _diversity_trials(evaluation, train, relevant, blocked, settings)
+    strength = (
+        settings.diversity
+        if settings.diversity is not None
+        else div.choose_strength(trials, settings.diversity_max_ndcg_cost)
+    )
+    phases.lap("diversity trials")
     selection = {
         "train_users": train.shape[0],
         "items": train.shape[1],
@@ -352,7 +373,7 @@ def refit_night(
     else:
         champion.fit(full)
     phases.lap("champion fit")
-    lists = score_lists(champion, full, full, settings, blocked)
+    lists = score_lists(champion, full, full, settings, blocked, strength)
     phases.lap("lists and reasons")
     return RefitNight(
         as_of=as_of,
@@ -366,6 +387,29 @@ def refit_night(
         lists=lists,
         settings_hash=plan.settings_hash,
         audience_rates=audience_rates,
+        diversity_trials=trials,
+        diversity=strength,
+    )
+
+
+def _diversity_trials(evaluation, train, relevant, blocked, settings) -> pd.DataFrame:
+    """The champion's validation figures at each MMR strength, on the customers the candidates
+    were evaluated on (the same sample as ``evaluate``'s)."""
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    if len(users) > settings.eval_customers:
+        rng = np.random.default_rng(settings.random_state)
+        users = np.sort(rng.choice(users, settings.eval_customers, replace=False))
+    model = evaluation.fitted_champion
+    return div.diversity_trials(
+        model,
+        train.purchased,
+        relevant,
+        users,
+        div.similarity_vectors(model, train.purchased),
+        settings.n,
+        blocked=blocked,
+        categories=train.item_categories,
+        popularity=np.asarray((train.weights > 0).sum(axis=0)).ravel() / max(train.shape[0], 1),
     )
 
 
@@ -435,7 +479,8 @@ def rescore_night(
     subset = full.take_users(rows)
     champion.fold_in(subset.weights)
     phases.lap("fold in")
-    lists = score_lists(champion, subset, full, settings, blocked)
+    strength = float(kept.summary.get("diversity_strength", 0.0))
+    lists = score_lists(champion, subset, full, settings, blocked, strength)
     lists.users = rows[lists.users]
     phases.lap("lists and reasons")
     return RescoreNight(
