@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get("SEG_OPTOUT_PATH") or None,
             help="file of customer ids who get no recommendations",
         )
+        p.add_argument(
+            "--impressions",
+            default=os.environ.get("SEG_IMPRESSIONS_PATH") or None,
+            help="optional log of shown recommendations (customer_id, item_id, shown_at, "
+            "clicked, purchased): feeds recommendation_feedback and demotes ignored items",
+        )
 
     demo = sub.add_parser("demo", help="generate the seeded synthetic shop if missing, then run")
     common(demo)
@@ -167,6 +173,7 @@ def run_pipeline(
     quiet: bool = False,
     tracking_uri: str | None = None,
     optout: str | None = None,
+    impressions: str | None = None,
     wait: float = 0,
     started: float | None = None,
 ) -> int:
@@ -190,6 +197,7 @@ def run_pipeline(
                 quiet=quiet,
                 tracking_uri=tracking_uri,
                 optout=optout,
+                impressions=impressions,
             )
     except RunInProgress as exc:
         print(f"seg-pipeline: error: {exc}", file=sys.stderr)
@@ -207,7 +215,18 @@ def _dagster_instance(dg):
 
 
 def _run_locked(
-    *, run_id, started, events, fmt, items, as_of, database, quiet, tracking_uri, optout
+    *,
+    run_id,
+    started,
+    events,
+    fmt,
+    items,
+    as_of,
+    database,
+    quiet,
+    tracking_uri,
+    optout,
+    impressions,
 ) -> int:
     """``run_pipeline`` once the database's run lock is held."""
     if not quiet:
@@ -229,6 +248,7 @@ def _run_locked(
         as_of=as_of,
         database=str(Path(database).resolve()),
         optout_path=optout,
+        impressions_path=impressions,
         pseudonym_key=os.environ.get("SEG_PSEUDONYM_KEY") or None,
     )
     progress = _Progress()
@@ -390,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             database=args.database,
             quiet=args.quiet,
             optout=args.optout,
+            impressions=args.impressions,
             wait=args.wait,
             started=started,
         )
@@ -401,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         database=args.database,
         quiet=args.quiet,
         optout=args.optout,
+        impressions=args.impressions,
         wait=args.wait,
         started=started,
     )

@@ -42,6 +42,12 @@ class PipelineSettings(dg.ConfigurableResource):
         description="File of customer ids who opted out of recommendations (CSV with a "
         "customer_id column, or one id per line). Unset: the stored opt-outs stay as they are.",
     )
+    impressions_path: str | None = Field(
+        default=None,
+        description="Optional impressions log (customer_id, item_id, shown_at, clicked, "
+        "purchased; CSV, .gz CSV or Parquet, or a glob): feeds recommendation_feedback and "
+        "demotes items shown without interaction.",
+    )
     pseudonym_key: str | None = Field(
         default=None,
         description="Key for customer-id pseudonyms; default: a random key kept in "
@@ -254,6 +260,7 @@ def settings_from_env(environ: os._Environ | dict | None = None) -> PipelineSett
         as_of=env.get("SEG_AS_OF") or None,
         database=env.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE),
         optout_path=env.get("SEG_OPTOUT_PATH") or None,
+        impressions_path=env.get("SEG_IMPRESSIONS_PATH") or None,
         pseudonym_key=env.get("SEG_PSEUDONYM_KEY") or None,
         lock_wait_seconds=float(env.get("SEG_LOCK_WAIT_SECONDS") or 0),
     )

@@ -328,3 +328,34 @@ def write_shop(shop: Shop, directory: Path, *, fmt: str = "csv") -> dict[str, Pa
             out.to_csv(tmp, index=False)
         tmp.replace(path)
     return paths
+
+
+def generate_impressions(
+    recommendations: pd.DataFrame,
+    start: pd.Timestamp | str,
+    *,
+    days: int = 3,
+    shown_per_day: int = 3,
+    share_of_customers: float = 0.5,
+    seed: int = 7,
+) -> pd.DataFrame:
+    """An impressions log for published lists (``customer_id``, ``item_id``, ``rank``): on each
+    of ``days`` days from ``start``, a random ``share_of_customers`` see their top
+    ``shown_per_day`` items; a shown item is clicked with probability 0.12 / rank and bought
+    after a click with probability 0.3. Columns as the ``--impressions`` input."""
+    rng = np.random.default_rng(seed)
+    top = recommendations[recommendations["rank"] <= shown_per_day]
+    customers = top["customer_id"].unique()
+    frames = []
+    for day in range(days):
+        seen = rng.random(len(customers)) < share_of_customers
+        shown = top[top["customer_id"].isin(customers[seen])].copy()
+        minutes = rng.integers(0, 24 * 60, len(shown))
+        shown["shown_at"] = (
+            pd.Timestamp(start) + pd.Timedelta(days=day) + pd.to_timedelta(minutes, unit="m")
+        )
+        shown["clicked"] = rng.random(len(shown)) < 0.12 / shown["rank"].to_numpy()
+        shown["purchased"] = shown["clicked"] & (rng.random(len(shown)) < 0.3)
+        frames.append(shown)
+    out = pd.concat(frames, ignore_index=True)
+    return out[["customer_id", "item_id", "shown_at", "clicked", "purchased"]]

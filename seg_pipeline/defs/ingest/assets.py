@@ -8,6 +8,7 @@ from pydantic import Field
 
 from seg_pipeline.defs.resources import PipelineSettings
 from seg_pipeline.lib.ingest import IngestError, ingest_events, ingest_items
+from seg_pipeline.lib.ingest.impressions import ingest_impressions, no_impressions
 from seg_pipeline.lib.privacy import ensure_privacy_tables, read_id_list, replace_opt_outs
 from seg_pipeline.lib.synthetic import generate_shop, write_shop
 
@@ -54,6 +55,18 @@ def ensure_demo_shop(
             group_name="ingest",
         ),
         dg.AssetSpec(
+            "raw_impressions",
+            deps=["customer_erasures"],
+            description="Shown recommendations from --impressions (empty without it), typed.",
+            group_name="ingest",
+        ),
+        dg.AssetSpec(
+            "quarantined_impressions",
+            deps=["customer_erasures"],
+            description="Rejected impression rows with a reason code.",
+            group_name="ingest",
+        ),
+        dg.AssetSpec(
             "ingest_manifest",
             deps=["customer_erasures"],
             description="as_of date and row counts of the last ingest.",
@@ -96,6 +109,17 @@ def ingested_events(
                 pseudonym_key=key,
             )
             n_items = ingest_items(con, items, run_id=context.run_id)
+            shown = (
+                ingest_impressions(
+                    con,
+                    settings.impressions_path,
+                    run_id=context.run_id,
+                    max_bad_share=config.max_bad_share,
+                    pseudonym_key=key,
+                )
+                if settings.impressions_path
+                else no_impressions(con, run_id=context.run_id)
+            )
         except IngestError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
     common = {"as_of": str(result.as_of), "rows_read": result.rows_read}
@@ -127,6 +151,24 @@ def ingested_events(
         },
     )
     yield dg.MaterializeResult(asset_key="raw_items", metadata={"dagster/row_count": n_items})
+    yield dg.MaterializeResult(
+        asset_key="raw_impressions",
+        metadata={
+            "dagster/row_count": shown.rows_used,
+            "rows_read": shown.rows_read,
+            "rows_used": shown.rows_used,
+            "rows_quarantined": shown.rows_quarantined,
+            "rows_erased": shown.rows_erased,
+            "source": settings.impressions_path or "none (no --impressions)",
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="quarantined_impressions",
+        metadata={
+            "dagster/row_count": shown.rows_quarantined,
+            "reasons": dg.MetadataValue.json(shown.reasons),
+        },
+    )
     yield dg.MaterializeResult(
         asset_key="ingest_manifest", metadata={**common, "dagster/row_count": 1}
     )

@@ -25,3 +25,26 @@ def rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
             "rows_erased": erased,
         },
     )
+
+
+@dg.asset_check(
+    asset="raw_impressions",
+    blocking=True,
+    description="Impression rows read = rows used + rows quarantined (+ erased), from the tables.",
+)
+def impression_rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        read, used, quarantined, erased = con.execute(
+            "select rows_read, (select count(*) from raw_impressions), "
+            "(select count(*) from quarantined_impressions), rows_erased "
+            "from impressions_manifest"
+        ).fetchall()[0]
+    return dg.AssetCheckResult(
+        passed=bool(read == used + quarantined + erased),
+        metadata={
+            "rows_read": read,
+            "rows_used": used,
+            "rows_quarantined": quarantined,
+            "rows_erased": erased,
+        },
+    )

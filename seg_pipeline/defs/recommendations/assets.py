@@ -8,7 +8,7 @@ from pydantic import Field
 from seg_pipeline.defs.recommendations import tracking
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.parallel import in_background
-from seg_pipeline.lib.recommendations import tables
+from seg_pipeline.lib.recommendations import feedback, tables
 from seg_pipeline.lib.recommendations.audiences import AudienceSettings
 from seg_pipeline.lib.recommendations.interactions import Weights
 from seg_pipeline.lib.recommendations.kept_model import config_hash
@@ -163,6 +163,13 @@ class RecommendationConfig(dg.Config):
         default_factory=SimilarityConfig,
         description="Item-item similarity, computed on the same full matrix as the lists.",
     )
+    demote_after_impressions: int | None = Field(
+        default=3,
+        description="An item shown to a customer this many times in demote_window_days without "
+        "a click or a purchase leaves their list from the next night (needs --impressions; "
+        "None: never).",
+    )
+    demote_window_days: int = Field(default=30, description="Window of the demotion rule.")
     audiences: AudienceConfig = Field(
         default_factory=AudienceConfig,
         description="Item and category audiences, ranked by the champion (or the baseline of "
@@ -171,7 +178,7 @@ class RecommendationConfig(dg.Config):
 
     def to_settings(self) -> NightSettings:
         """The library's settings (``lib/recommendations/nightly.py``)."""
-        values = self.model_dump(exclude={"register_model", "weights", "similarity", "audiences"})
+        values = self.model_dump(exclude=_NOT_NIGHT_SETTINGS)
         return NightSettings(
             **{
                 **values,
@@ -182,6 +189,9 @@ class RecommendationConfig(dg.Config):
             weights=self.weights.to_weights(),
             similarity=SimilaritySettings(**self.similarity.model_dump()),
             audiences=self.audiences.to_settings(),
+            feedback=feedback.FeedbackSettings(
+                demote_after=self.demote_after_impressions, window_days=self.demote_window_days
+            ),
         )
 
     def settings_hash(self) -> str:
@@ -190,6 +200,15 @@ class RecommendationConfig(dg.Config):
         return config_hash(self.model_dump(exclude=_NOT_MODEL_SETTINGS))
 
 
+# Config fields the library takes in another shape (or not at all).
+_NOT_NIGHT_SETTINGS = {
+    "register_model",
+    "weights",
+    "similarity",
+    "audiences",
+    "demote_after_impressions",
+    "demote_window_days",
+}
 # Settings that do not change which model is fitted or what it recommends: changing them does
 # not force a refit.
 _NOT_MODEL_SETTINGS = {
@@ -198,10 +217,18 @@ _NOT_MODEL_SETTINGS = {
     "register_model",
     "similarity",
     "audiences",
+    "demote_after_impressions",
+    "demote_window_days",
 }
 
 
-_DEPS = ["int_customer_item_daily", "item_catalog", "ingest_manifest", "customer_segments"]
+_DEPS = [
+    "int_customer_item_daily",
+    "item_catalog",
+    "ingest_manifest",
+    "customer_segments",
+    "raw_impressions",
+]
 
 
 @dg.multi_asset(
@@ -241,6 +268,13 @@ _DEPS = ["int_customer_item_daily", "item_catalog", "ingest_manifest", "customer
             "buy from each next, with a reason.",
         ),
         dg.AssetSpec(
+            "recommendation_feedback",
+            group_name="recommendations",
+            deps=_DEPS,
+            description="Impressions, clicks and purchases of shown recommendations per model, "
+            "segment, rank and day (empty without --impressions).",
+        ),
+        dg.AssetSpec(
             "audience_metrics",
             group_name="recommendations",
             deps=_DEPS,
@@ -262,6 +296,9 @@ def recommendations(
     phases = PhaseTimer()
     night_settings = config.to_settings()
     with duckdb.get_connection() as con:
+        # Before tonight's lists replace last night's: new impressions are credited to the
+        # lists that were shown.
+        logged = feedback.attribute_impressions(con)
         plan = plan_night(con, config.settings_hash(), config.retrain_every_days)
         try:
             night = _night(context, con, night_settings, plan, phases)
@@ -290,12 +327,16 @@ def recommendations(
     phases.lap("item similarities (rest)")
     audience_meta = _publish_audiences(context, duckdb, night, night_settings, lists_meta)
     phases.lap("audiences")
+    with duckdb.get_connection() as con:
+        feedback_meta = feedback.write_feedback(con, context.run_id)
+    feedback_meta["impressions_logged"] = logged
     lists_meta.update(phases.report(context.log, "recommendations"))
     yield dg.MaterializeResult(asset_key="customer_recommendations", metadata=lists_meta)
     yield dg.MaterializeResult(asset_key="recommendation_metrics", metadata=metrics_meta)
     yield dg.MaterializeResult(asset_key="item_similarities", metadata=similarity_meta)
     for key, meta in audience_meta.items():
         yield dg.MaterializeResult(asset_key=key, metadata=meta)
+    yield dg.MaterializeResult(asset_key="recommendation_feedback", metadata=feedback_meta)
 
 
 def _publish_audiences(context, duckdb, night, night_settings, lists_meta) -> dict[str, dict]:

@@ -75,6 +75,7 @@ def build_lists(
     item_support: np.ndarray | None = None,
     diversity: float = 0.0,
     similarity_vectors: np.ndarray | None = None,
+    demoted: sp.csr_matrix | None = None,
 ) -> Lists:
     """Recommend ``n`` items to every user of ``data`` with a fitted ``champion``.
 
@@ -88,9 +89,12 @@ def build_lists(
 
     ``diversity`` > 0 re-ranks the champion's top ``POOL_FACTOR × n`` by maximal marginal
     relevance over ``similarity_vectors`` (diversity.py), with the category cap applied as it
-    chooses.
+    chooses. ``demoted`` (users × items, as ``data``) marks items shown to the customer without
+    any interaction (feedback.py); they are left out like purchased ones.
     """
     exclude = exclusion_mask(data, repeatable)
+    if demoted is not None and demoted.nnz:
+        exclude = ((exclude + demoted) > 0).astype(np.float32).tocsr()
     bought = np.diff(data.purchased.indptr) > 0
     warm, cold = np.flatnonzero(bought), np.flatnonzero(~bought)
     kwargs = {

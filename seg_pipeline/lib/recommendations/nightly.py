@@ -21,9 +21,11 @@ from datetime import date, timedelta
 import duckdb
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from seg_pipeline.lib.recommendations import audiences as aud
 from seg_pipeline.lib.recommendations import diversity as div
+from seg_pipeline.lib.recommendations import feedback as fb
 from seg_pipeline.lib.recommendations.evaluation import Evaluation, default_grid, evaluate
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender
 from seg_pipeline.lib.recommendations.interactions import (
@@ -84,6 +86,7 @@ class NightSettings:
     audiences: aud.AudienceSettings = field(default_factory=aud.AudienceSettings)
     diversity: float | None = None
     diversity_max_ndcg_cost: float = 0.02
+    feedback: fb.FeedbackSettings = field(default_factory=fb.FeedbackSettings)
 
 
 @dataclass
@@ -102,7 +105,7 @@ def plan_night(
 ) -> NightPlan:
     """Refit when there is no usable kept model, its lists are missing, the settings changed
     (``settings_hash``) or it is ``retrain_every_days`` old; else rescore."""
-    as_of = con.execute("select as_of from ingest_manifest").fetchall()[0][0]
+    as_of = tonight_as_of(con)
     kept = load_model(con)
     lists_kept = con.execute(
         "select count(*) = 2 from information_schema.tables where table_name in "
@@ -116,6 +119,11 @@ def plan_night(
     else:
         why = kept.retrain_reason(as_of, settings_hash, retrain_every_days)
     return NightPlan(as_of=as_of, kept=kept, why=why, settings_hash=settings_hash)
+
+
+def tonight_as_of(con: duckdb.DuckDBPyConnection) -> date:
+    """Tonight's as_of (from the ingest manifest)."""
+    return con.execute("select as_of from ingest_manifest").fetchall()[0][0]
 
 
 def choose_split(con: duckdb.DuckDBPyConnection, as_of: date, holdout_days: int) -> date:
@@ -150,6 +158,7 @@ def score_lists(
     settings: NightSettings,
     blocked,
     diversity: float = 0.0,
+    demoted: sp.csr_matrix | None = None,
 ) -> Lists:
     """``build_lists`` for the customers of ``data``, with the popularity, item support and
     similarity vectors of ``full`` (everyone): the same inputs on a refit night and on the
@@ -167,6 +176,7 @@ def score_lists(
         item_support=getattr(champion, "item_support_", None),
         diversity=diversity,
         similarity_vectors=vectors,
+        demoted=demoted,
     )
 
 
@@ -373,7 +383,8 @@ def refit_night(
     else:
         champion.fit(full)
     phases.lap("champion fit")
-    lists = score_lists(champion, full, full, settings, blocked, strength)
+    demoted = fb.demoted_pairs(con, full.user_ids, full.item_ids, as_of, settings.feedback)
+    lists = score_lists(champion, full, full, settings, blocked, strength, demoted)
     phases.lap("lists and reasons")
     return RefitNight(
         as_of=as_of,
@@ -453,6 +464,7 @@ def rescore_night(
     availability, category or text (the catalogue signature).
     """
     phases = phases or PhaseTimer()
+    tonight = tonight_as_of(con)
     full = load_interactions(con, weights=settings.weights)
     available = available_items(con)
     blocked = np.flatnonzero(~available)
@@ -472,15 +484,20 @@ def rescore_night(
     else:
         unseen = kept.unseen_items(full.item_ids)
         changed = changed_customers(con, full.user_ids, fingerprints, settings.n, unseen > 0)
-        rescore = changed | cold
-        scope = "customers whose history changed, and customers with no purchase"
+        shown = fb.shown_recently(con, full.user_ids, tonight, settings.feedback.window_days)
+        rescore = changed | cold | shown
+        scope = (
+            "customers whose history changed, customers with no purchase, and customers "
+            "shown recommendations lately"
+        )
     rows = np.flatnonzero(rescore)
     champion = kept.champion_for(full.item_ids)
     subset = full.take_users(rows)
     champion.fold_in(subset.weights)
     phases.lap("fold in")
     strength = float(kept.summary.get("diversity_strength", 0.0))
-    lists = score_lists(champion, subset, full, settings, blocked, strength)
+    demoted = fb.demoted_pairs(con, full.user_ids, full.item_ids, tonight, settings.feedback)
+    lists = score_lists(champion, subset, full, settings, blocked, strength, demoted[rows])
     lists.users = rows[lists.users]
     phases.lap("lists and reasons")
     return RescoreNight(
@@ -517,7 +534,8 @@ def popularity_night(
     full = load_interactions(con, weights=settings.weights)
     blocked = np.flatnonzero(~available_items(con))
     champion = SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full)
-    lists = score_lists(champion, full, full, settings, blocked)
+    demoted = fb.demoted_pairs(con, full.user_ids, full.item_ids, plan.as_of, settings.feedback)
+    lists = score_lists(champion, full, full, settings, blocked, demoted=demoted)
     return PopularityNight(as_of=plan.as_of, note=note, champion=champion, full=full, lists=lists)
 
 
