@@ -128,6 +128,7 @@ def generate_shop(
     days: int = 365,
     views_per_line: float = 0.8,
     anonymous_share: float = 0.03,
+    new_items: int = 8,
 ) -> Shop:
     """Generate a shop with ``n_customers`` customers over ``days`` days.
 
@@ -145,6 +146,10 @@ def generate_shop(
         Mean number of product views that precede each purchase line.
     anonymous_share : float
         Share of orders placed without a customer id (kept for item statistics only).
+    new_items : int
+        Products in the catalogue that nobody has bought yet (launched at the end of the
+        history), named like the range they join; drawn from their own generator, so the events
+        do not depend on them.
 
     Returns
     -------
@@ -297,7 +302,19 @@ def generate_shop(
         }
     )
     item_cols = ["item_id", "title", "description", "category", "price", "available"]
-    return Shop(events=events, items=items[item_cols].copy(), customers=customers)
+    catalogue = pd.concat([items, _launches(items, new_items, seed)], ignore_index=True)
+    return Shop(events=events, items=catalogue[item_cols].copy(), customers=customers)
+
+
+def _launches(items: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """``n`` new products, each a new edition of an existing one ("... no. 7, new edition")."""
+    rng = np.random.default_rng([seed, 1])
+    base = items.iloc[rng.choice(len(items), size=min(n, len(items)), replace=False)].copy()
+    base["title"] = base["title"] + ", new edition"
+    base["description"] = "New this season. " + base["description"]
+    base["item_id"] = [f"NEW{i:04d}" for i in range(len(base))]
+    base["available"] = True
+    return base
 
 
 def write_shop(shop: Shop, directory: Path, *, fmt: str = "csv") -> dict[str, Path]:

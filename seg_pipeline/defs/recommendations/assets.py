@@ -13,6 +13,7 @@ from seg_pipeline.lib.recommendations.audiences import AudienceSettings
 from seg_pipeline.lib.recommendations.interactions import Weights
 from seg_pipeline.lib.recommendations.kept_model import config_hash
 from seg_pipeline.lib.recommendations.neighbours import item_similarity_pairs
+from seg_pipeline.lib.recommendations.new_items import NewItemSettings
 from seg_pipeline.lib.recommendations.nightly import (
     NightSettings,
     NotEnoughData,
@@ -170,6 +171,17 @@ class RecommendationConfig(dg.Config):
         "None: never).",
     )
     demote_window_days: int = Field(default=30, description="Window of the demotion rule.")
+    new_item_days: int | None = Field(
+        default=14,
+        description="Items first seen this many days before as_of (or never seen in an event) "
+        "are new: the last slot of a list goes to the new item whose text reads most like the "
+        "customer's history (None: no slot for new items).",
+    )
+    new_item_min_similarity: float = Field(
+        default=0.2,
+        description="TF-IDF cosine (summed over the customer's items) a new item needs to "
+        "take that slot.",
+    )
     audiences: AudienceConfig = Field(
         default_factory=AudienceConfig,
         description="Item and category audiences, ranked by the champion (or the baseline of "
@@ -192,6 +204,9 @@ class RecommendationConfig(dg.Config):
             feedback=feedback.FeedbackSettings(
                 demote_after=self.demote_after_impressions, window_days=self.demote_window_days
             ),
+            new_items=NewItemSettings(
+                days=self.new_item_days, min_similarity=self.new_item_min_similarity
+            ),
         )
 
     def settings_hash(self) -> str:
@@ -208,6 +223,8 @@ _NOT_NIGHT_SETTINGS = {
     "audiences",
     "demote_after_impressions",
     "demote_window_days",
+    "new_item_days",
+    "new_item_min_similarity",
 }
 # Settings that do not change which model is fitted or what it recommends: changing them does
 # not force a refit.
@@ -219,6 +236,8 @@ _NOT_MODEL_SETTINGS = {
     "audiences",
     "demote_after_impressions",
     "demote_window_days",
+    "new_item_days",
+    "new_item_min_similarity",
 }
 
 

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from seg_pipeline.lib.recommendations.base import Recommender
 from seg_pipeline.lib.recommendations.diversity import POOL_FACTOR, mmr_rerank
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
+from seg_pipeline.lib.recommendations.new_items import NewItems
 from seg_pipeline.lib.recommendations.popularity import SegmentPopularityRecommender
 from seg_pipeline.lib.recommendations.reasons import Reason
 from seg_pipeline.lib.recommendations.topk import Recommendations
@@ -76,6 +77,7 @@ def build_lists(
     diversity: float = 0.0,
     similarity_vectors: np.ndarray | None = None,
     demoted: sp.csr_matrix | None = None,
+    new_items: NewItems | None = None,
 ) -> Lists:
     """Recommend ``n`` items to every user of ``data`` with a fitted ``champion``.
 
@@ -90,7 +92,8 @@ def build_lists(
     ``diversity`` > 0 re-ranks the champion's top ``POOL_FACTOR × n`` by maximal marginal
     relevance over ``similarity_vectors`` (diversity.py), with the category cap applied as it
     chooses. ``demoted`` (users × items, as ``data``) marks items shown to the customer without
-    any interaction (feedback.py); they are left out like purchased ones.
+    any interaction (feedback.py); they are left out like purchased ones. ``new_items`` gives the
+    last slot of a list to a new item that reads like the customer's history (new_items.py).
     """
     exclude = exclusion_mask(data, repeatable)
     if demoted is not None and demoted.nnz:
@@ -137,6 +140,19 @@ def build_lists(
             cold_item = no_interactions[np.clip(recs.items, 0, None)] & (because >= 0)
             reason = np.where(cold_item, Reason.SIMILAR, reason)
             reason = np.where(because < 0, Reason.POPULAR, reason)
+        if new_items is not None:
+            because = np.array(because, dtype=np.int64)
+            reason = np.array(reason)
+            new_items.place(
+                recs.items,
+                recs.scores,
+                because,
+                reason,
+                data.weights[warm],
+                exclude[warm],
+                categories=data.item_categories,
+                max_per_category=max_per_category,
+            )
         parts.append((warm, recs, because, reason, 0))
     if len(cold):
         if fallback is None:

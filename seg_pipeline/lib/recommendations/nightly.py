@@ -43,6 +43,7 @@ from seg_pipeline.lib.recommendations.kept_model import (
     row_fingerprints,
 )
 from seg_pipeline.lib.recommendations.lists import COLD_WINDOW_DAYS, Lists, build_lists
+from seg_pipeline.lib.recommendations.new_items import NewItems, NewItemSettings, new_item_columns
 from seg_pipeline.lib.recommendations.popularity import SegmentPopularityRecommender
 from seg_pipeline.lib.timing import PhaseTimer
 
@@ -87,6 +88,7 @@ class NightSettings:
     diversity: float | None = None
     diversity_max_ndcg_cost: float = 0.02
     feedback: fb.FeedbackSettings = field(default_factory=fb.FeedbackSettings)
+    new_items: NewItemSettings = field(default_factory=NewItemSettings)
 
 
 @dataclass
@@ -126,6 +128,14 @@ def tonight_as_of(con: duckdb.DuckDBPyConnection) -> date:
     return con.execute("select as_of from ingest_manifest").fetchall()[0][0]
 
 
+def tonights_new_items(
+    con: duckdb.DuckDBPyConnection, full: InteractionMatrix, as_of: date, settings: NightSettings
+) -> NewItems | None:
+    """The new items that may take a list's last slot tonight (new_items.py)."""
+    columns = new_item_columns(con, full.item_ids, as_of, settings.new_items.days)
+    return NewItems.build(full.item_text, columns, settings.new_items)
+
+
 def choose_split(con: duckdb.DuckDBPyConnection, as_of: date, holdout_days: int) -> date:
     """The validation window is the last ``holdout_days``; on a short history, the last 20%.
 
@@ -159,6 +169,7 @@ def score_lists(
     blocked,
     diversity: float = 0.0,
     demoted: sp.csr_matrix | None = None,
+    new_items: NewItems | None = None,
 ) -> Lists:
     """``build_lists`` for the customers of ``data``, with the popularity, item support and
     similarity vectors of ``full`` (everyone): the same inputs on a refit night and on the
@@ -177,6 +188,7 @@ def score_lists(
         diversity=diversity,
         similarity_vectors=vectors,
         demoted=demoted,
+        new_items=new_items,
     )
 
 
@@ -384,7 +396,8 @@ def refit_night(
         champion.fit(full)
     phases.lap("champion fit")
     demoted = fb.demoted_pairs(con, full.user_ids, full.item_ids, as_of, settings.feedback)
-    lists = score_lists(champion, full, full, settings, blocked, strength, demoted)
+    new_items = tonights_new_items(con, full, as_of, settings)
+    lists = score_lists(champion, full, full, settings, blocked, strength, demoted, new_items)
     phases.lap("lists and reasons")
     return RefitNight(
         as_of=as_of,
@@ -474,6 +487,7 @@ def rescore_night(
     fingerprints = row_fingerprints(full)
     phases.lap("full data")
     cold = np.diff(full.purchased.indptr) == 0
+    new_items = tonights_new_items(con, full, tonight, settings)
     if settings.rescore_all or signature != kept.catalogue_signature:
         rescore = np.ones(full.shape[0], dtype=bool)
         scope = (
@@ -485,10 +499,11 @@ def rescore_night(
         unseen = kept.unseen_items(full.item_ids)
         changed = changed_customers(con, full.user_ids, fingerprints, settings.n, unseen > 0)
         shown = fb.shown_recently(con, full.user_ids, tonight, settings.feedback.window_days)
-        rescore = changed | cold | shown
+        reached = new_items.reaches(full.weights) if new_items else np.zeros_like(cold)
+        rescore = changed | cold | shown | reached
         scope = (
-            "customers whose history changed, customers with no purchase, and customers "
-            "shown recommendations lately"
+            "customers whose history changed, customers with no purchase, customers shown "
+            "recommendations lately and customers a new item could reach"
         )
     rows = np.flatnonzero(rescore)
     champion = kept.champion_for(full.item_ids)
@@ -497,7 +512,9 @@ def rescore_night(
     phases.lap("fold in")
     strength = float(kept.summary.get("diversity_strength", 0.0))
     demoted = fb.demoted_pairs(con, full.user_ids, full.item_ids, tonight, settings.feedback)
-    lists = score_lists(champion, subset, full, settings, blocked, strength, demoted[rows])
+    lists = score_lists(
+        champion, subset, full, settings, blocked, strength, demoted[rows], new_items
+    )
     lists.users = rows[lists.users]
     phases.lap("lists and reasons")
     return RescoreNight(
@@ -535,7 +552,10 @@ def popularity_night(
     blocked = np.flatnonzero(~available_items(con))
     champion = SegmentPopularityRecommender(window_days=COLD_WINDOW_DAYS).fit(full)
     demoted = fb.demoted_pairs(con, full.user_ids, full.item_ids, plan.as_of, settings.feedback)
-    lists = score_lists(champion, full, full, settings, blocked, demoted=demoted)
+    new_items = tonights_new_items(con, full, plan.as_of, settings)
+    lists = score_lists(
+        champion, full, full, settings, blocked, demoted=demoted, new_items=new_items
+    )
     return PopularityNight(as_of=plan.as_of, note=note, champion=champion, full=full, lists=lists)
 
 

@@ -24,6 +24,7 @@ class Reason(IntEnum):
     SIMILAR = 1  # content-similar to an item of the customer's history
     POPULAR = 2  # popular in the shop
     SEGMENT = 3  # popular in the customer's segment (cold start)
+    NEW = 4  # a new item whose text resembles an item of the customer's history (new_items.py)
 
     @classmethod
     def named(cls, name: str) -> Reason:
@@ -42,6 +43,10 @@ class Reason(IntEnum):
                     then 'Similar to ' || {title} || ', which you bought'
                 when {code} = {r["SIMILAR"]}
                     then 'Similar to ' || {title} || ', which you looked at'
+                when {code} = {r["NEW"]} and {bought}
+                    then 'New in the shop, like ' || {title} || ', which you bought'
+                when {code} = {r["NEW"]}
+                    then 'New in the shop, like ' || {title} || ', which you looked at'
                 when {code} = {r["SEGMENT"]} then 'Popular in your segment: ' || {segment_name}
                 else 'Popular in the shop right now'
             end"""
