@@ -36,9 +36,17 @@ class TooManyItems(ValueError):
     """The catalogue is too large for a dense item-item model."""
 
 
-def _binary(data: InteractionMatrix) -> sp.csr_matrix:
+def _binary(data: InteractionMatrix, half_life_days: float | None = None) -> sp.csr_matrix:
+    """1 per customer-item pair of the matrix; with ``half_life_days``, halved for every that
+    many days since the pair's last event (recent tastes count more, on both the learning and
+    the scoring side)."""
     x = data.weights.tocsr().astype(np.float32)
     x.data[:] = 1.0
+    if half_life_days is not None and data.days_ago is not None:
+        # days_ago holds 1 + the age in days of every pair of the matrix.
+        decay = data.days_ago.tocsr().astype(np.float32)
+        decay.data = 0.5 ** ((decay.data - 1) / half_life_days)
+        x = x.multiply(decay).tocsr()
     x.eliminate_zeros()
     return x
 
@@ -57,13 +65,15 @@ class EASERecommender(Recommender):
     """Embarrassingly shallow autoencoder: closed-form item-item weights with L2 ``l2``."""
 
     l2: float = 500.0
+    half_life_days: float | None = None
     max_items: int = 20_000
     name: str = "ease"
     x_: sp.csr_matrix | None = field(default=None, repr=False)
     weights_: np.ndarray | None = field(default=None, repr=False)
 
     def params(self) -> dict:
-        return {"l2": self.l2}
+        decay = {} if self.half_life_days is None else {"half_life_days": self.half_life_days}
+        return {"l2": self.l2, **decay}
 
     def fit(self, data: InteractionMatrix) -> EASERecommender:
         n_items = data.shape[1]
@@ -72,7 +82,7 @@ class EASERecommender(Recommender):
                 f"EASE skipped: {n_items:,} items exceed max_items={self.max_items:,} "
                 "(its dense item-item inverse grows with the square of the catalogue)"
             )
-        x = _binary(data)
+        x = _binary(data, self.half_life_days)
         gram = (x.T @ x).toarray().astype(np.float32)
         gram[np.diag_indices(n_items)] += self.l2
         # The Gram matrix plus λI is symmetric positive definite: a Cholesky inverse in single

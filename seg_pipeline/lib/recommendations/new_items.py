@@ -39,8 +39,12 @@ def new_item_columns(
     days: int | None,
 ) -> np.ndarray:
     """Columns of the available items first seen within ``days`` of ``as_of`` (or never seen in
-    an event), in ``item_ids`` order."""
-    if days is None:
+    an event), in ``item_ids`` order; none when the catalogue has no first-seen dates."""
+    has_dates = con.execute(
+        "select count(*) from information_schema.columns "
+        "where table_name = 'item_catalog' and column_name = 'first_seen_at'"
+    ).fetchall()[0][0]
+    if days is None or not has_dates:
         return np.array([], dtype=np.int64)
     cur = con.cursor()
     cur.register("_new_ids", pa.table({"item_id": item_ids, "i": np.arange(len(item_ids))}))

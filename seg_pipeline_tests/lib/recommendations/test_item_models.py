@@ -118,3 +118,18 @@ def test_shrunk_cosine_without_shrinkage_leaves_unbought_items_at_zero():
     x[:, :2] = 1  # item 2 was never bought
     similarity = ShrunkCosineRecommender(k=3, shrink=0.0).fit(_data(x)).similarity_.toarray()
     assert np.isfinite(similarity).all() and not similarity[:, 2].any()
+
+
+def test_time_decayed_ease_weighs_each_pair_by_its_age():
+    from seg_pipeline.lib.recommendations.item_models import _binary
+
+    x = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1]], dtype=np.float32))
+    # days_ago holds 1 + the age: ages 0 and 60 days for user 0, 120 and 0 for user 1.
+    days = sp.csr_matrix(np.array([[1, 61, 0], [0, 121, 1]], dtype=np.float32))
+    data = _data(x, days_ago=days)
+    assert np.allclose(_binary(data, 60.0).toarray(), [[1, 0.5, 0], [0, 0.25, 1]])
+    assert np.allclose(_binary(data).toarray(), x.toarray())
+    plain, decayed = EASERecommender(l2=1.0).fit(data), EASERecommender(1.0, 60.0).fit(data)
+    assert decayed.params() == {"l2": 1.0, "half_life_days": 60.0}
+    assert plain.params() == {"l2": 1.0}
+    assert not np.allclose(plain.weights_, decayed.weights_)
