@@ -3,6 +3,7 @@
 The registered model holds only item-side state (item factors, item-item similarities,
 popularity), never a customer id: a caller passes the item ids a customer bought and gets item
 ids back. Factor models fold the history in with a ridge solve, like ALS's own user update.
+The history carries no dates, so a time-decayed EASE scores it as if every purchase were recent.
 """
 
 from __future__ import annotations
