@@ -215,30 +215,24 @@ class RecommendationConfig(dg.Config):
         return config_hash(self.model_dump(exclude=_NOT_MODEL_SETTINGS))
 
 
-# Config fields the library takes in another shape (or not at all).
-_NOT_NIGHT_SETTINGS = {
-    "register_model",
-    "weights",
-    "similarity",
+# Rules applied to tonight's lists and audiences, not to the model: the library takes them as
+# their own settings objects, and changing them does not force a refit.
+_LIST_RULES = {
     "audiences",
     "demote_after_impressions",
     "demote_window_days",
     "new_item_days",
     "new_item_min_similarity",
 }
-# Settings that do not change which model is fitted or what it recommends: changing them does
-# not force a refit.
+# Config fields the library takes in another shape (or not at all).
+_NOT_NIGHT_SETTINGS = {"register_model", "weights", "similarity"} | _LIST_RULES
+# Settings that do not change which model is fitted: changing them does not force a refit.
 _NOT_MODEL_SETTINGS = {
     "retrain_every_days",
     "rescore_all",
     "register_model",
     "similarity",
-    "audiences",
-    "demote_after_impressions",
-    "demote_window_days",
-    "new_item_days",
-    "new_item_min_similarity",
-}
+} | _LIST_RULES
 
 
 _DEPS = [

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from seg_pipeline.lib.ingest.formats import columns_of
+from seg_pipeline.lib.ingest.incremental import has_tables
 from seg_pipeline.lib.ingest.results import IngestError
 from seg_pipeline.lib.ingest.sources import drop_landing, land, resolve_sources
 from seg_pipeline.lib.privacy import pseudonym_sql
@@ -86,7 +87,7 @@ def ingest_impressions(
         """
     )
     rows_erased = 0
-    if pseudonym_key is not None and _has(con, "erased_customers"):
+    if pseudonym_key is not None and has_tables(con, ("erased_customers",)):
         rows_erased = con.execute(
             f"""
             delete from _impressions where customer_id is not null
@@ -193,13 +194,4 @@ def _manifest(con, rows_read: int, rows_erased: int, files: list[str], run_id: s
         "create or replace table impressions_manifest as select $read::bigint as rows_read, "
         "$erased::bigint as rows_erased, $files as source_files, $run_id as run_id",
         {"read": rows_read, "erased": rows_erased, "files": ", ".join(files), "run_id": run_id},
-    )
-
-
-def _has(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return (
-        con.execute(
-            "select count(*) from information_schema.tables where table_name = $t", {"t": table}
-        ).fetchall()[0][0]
-        > 0
     )

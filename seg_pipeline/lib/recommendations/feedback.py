@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from seg_pipeline.lib.ingest.incremental import has_tables
+
 NOT_RECOMMENDED = "(not recommended)"
 
 
@@ -32,39 +34,30 @@ class FeedbackSettings:
     window_days: int = 30
 
 
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return (
-        con.execute(
-            "select count(*) from information_schema.tables where table_name = $t", {"t": table}
-        ).fetchall()[0][0]
-        > 0
-    )
-
-
 def attribute_impressions(con: duckdb.DuckDBPyConnection) -> int:
     """Rebuild ``impression_log`` from ``raw_impressions``, keeping earlier attributions and
     attributing new impressions to the lists live now; returns the impressions logged."""
     shown = (
         "select * from raw_impressions"
-        if _exists(con, "raw_impressions")
+        if has_tables(con, ("raw_impressions",))
         else "select null::varchar as customer_id, null::varchar as item_id, "
         "null::timestamp as shown_at, null::boolean as clicked, null::boolean as purchased "
         "where false"
     )
     lists = (
         "select customer_id, item_id, model, rank from customer_recommendations"
-        if _exists(con, "customer_recommendations")
+        if has_tables(con, ("customer_recommendations",))
         else "select null::varchar as customer_id, null::varchar as item_id, "
         "null::varchar as model, null::integer as rank where false"
     )
     segments = (
         "select customer_id, segment_id::varchar as segment_id from customer_segments"
-        if _exists(con, "customer_segments")
+        if has_tables(con, ("customer_segments",))
         else "select null::varchar as customer_id, null::varchar as segment_id where false"
     )
     earlier = (
         "select * from impression_log"
-        if _exists(con, "impression_log")
+        if has_tables(con, ("impression_log",))
         else "select null::varchar as customer_id, null::varchar as item_id, "
         "null::timestamp as shown_at, null::varchar as model, null::integer as rank, "
         "null::varchar as segment_id where false"
@@ -99,7 +92,7 @@ def demoted_pairs(
     """Customers × items, 1 where the item was shown ``demote_after`` times in the window
     without a click or a purchase (rows and columns as ``user_ids`` and ``item_ids``)."""
     shape = (len(user_ids), len(item_ids))
-    if settings.demote_after is None or not _exists(con, "impression_log"):
+    if settings.demote_after is None or not has_tables(con, ("impression_log",)):
         return sp.csr_matrix(shape, dtype=np.float32)
     cur = con.cursor()
     cur.register("_fb_users", pa.table({"customer_id": user_ids, "u": np.arange(shape[0])}))
@@ -131,7 +124,7 @@ def shown_recently(
 ) -> np.ndarray:
     """Which customers were shown anything in the window: their demotions may have changed, so
     a night between refits re-scores them."""
-    if not _exists(con, "impression_log"):
+    if not has_tables(con, ("impression_log",)):
         return np.zeros(len(user_ids), dtype=bool)
     shown = con.execute(
         "select distinct customer_id from impression_log where shown_at >= $since",
@@ -141,11 +134,12 @@ def shown_recently(
 
 
 def write_feedback(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
-    """Replace ``recommendation_feedback`` with the log's sums per model, segment, rank and
-    day; returns totals that reconcile with ``raw_impressions``."""
-    source = "impression_log" if _exists(con, "impression_log") else None
-    body = (
-        f"""
+    """Replace ``recommendation_feedback`` with the sums of ``impression_log`` (written by
+    ``attribute_impressions``) per model, segment, rank and day; returns totals that reconcile
+    with ``raw_impressions``."""
+    con.execute(
+        """
+        create or replace table recommendation_feedback as
         select model, segment_id, rank, shown_at::date as day,
                count(*) as impressions,
                count(*) filter (where clicked) as clicks,
@@ -153,15 +147,10 @@ def write_feedback(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
                count(*) filter (where clicked) / count(*) as click_through,
                count(*) filter (where purchased) / count(*) as conversion,
                $run_id as run_id
-        from {source} group by all order by day, model, segment_id, rank
-        """
-        if source
-        else "select null::varchar as model, null::varchar as segment_id, null::integer as "
-        "rank, null::date as day, 0::bigint as impressions, 0::bigint as clicks, 0::bigint "
-        "as purchases, null::double as click_through, null::double as conversion, "
-        "$run_id as run_id where false"
+        from impression_log group by all order by day, model, segment_id, rank
+        """,
+        {"run_id": run_id},
     )
-    con.execute(f"create or replace table recommendation_feedback as {body}", {"run_id": run_id})
     total = con.execute(
         "select count(*), coalesce(sum(impressions), 0), coalesce(sum(clicks), 0), "
         "coalesce(sum(purchases), 0) from recommendation_feedback"
