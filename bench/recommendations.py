@@ -265,8 +265,37 @@ def bench(ds: dict, out: Path) -> pd.DataFrame:
                 f"{best[f'ndcg@{K}']:.4f}): {pub / best[f'ndcg@{K}']:.2f}×"
             )
     print("(peak_mb: peak traced numpy/Python allocation of the fit; for the grid, of all of it)")
+    _diversity(workdir)
     _audiences(database, train, relevant)
     return frame
+
+
+def _diversity(workdir: Path) -> None:
+    """The diversity trials the pipeline chose its MMR strength on (its validation window, from
+    the champion_selection run in MLflow): the NDCG each strength cost and the diversity it
+    bought."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("recommendations")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        "attributes.run_name = 'champion_selection'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        print("no champion_selection run: no diversity trials")
+        return
+    run = runs[0]
+    path = client.download_artifacts(run.info.run_id, "evaluation/diversity.csv", str(workdir))
+    trials = pd.read_csv(path)
+    plain = trials.loc[trials["strength"] == 0, "ndcg"].iloc[0]
+    trials["ndcg_cost"] = 1 - trials["ndcg"] / plain
+    chosen = float(run.data.params.get("diversity_strength", "nan"))
+    print(f"\ndiversity (MMR) on the pipeline's validation window; chosen strength {chosen:g}:")
+    columns = ["strength", "ndcg", "ndcg_cost", "ild", "diversity", "coverage", "novelty"]
+    print(trials[columns].round(4).to_string(index=False))
 
 
 def _audiences(database: Path, train, relevant) -> None:

@@ -200,11 +200,13 @@ def build_audiences(
     mode: str = "model",
     left_out: np.ndarray | None = None,
     batch_size: int = 65_536,
+    explain: bool = True,
 ) -> Audiences:
     """The best ``size`` customers of ``data`` for each group in ``mode``.
 
     ``left_out`` marks customers (rows) who never enter an audience (opted out). A popularity
-    ``model`` scores everyone alike, so it always gives the baseline audiences.
+    ``model`` scores everyone alike, so it always gives the baseline audiences. ``explain``
+    False leaves ``because`` empty (the evaluation needs only who is in).
     """
     if not personalised(model):
         mode = "baseline"
@@ -224,7 +226,7 @@ def build_audiences(
     matrix = group_matrix(data, kind, groups)
     because = (
         _because(model, data, kind, groups, users)
-        if mode != "baseline"
+        if mode != "baseline" and explain
         else np.full(users.shape, -1, dtype=np.int64)
     )
     name = (
@@ -254,11 +256,12 @@ def _because(model, data, kind, groups, users) -> np.ndarray:
     because = np.full(users.shape, -1, dtype=np.int64)
     if kind != "item" or model.reason not in ("because", "similar"):
         return because
-    for g, item in enumerate(groups):
-        members = users[g][users[g] >= 0]
-        if len(members):
-            recs = np.full((len(members), 1), item, dtype=np.int64)
-            because[g, : len(members)] = model.explain(recs, data.weights[members])[:, 0]
+    # One call for every (audience, member) pair: a model's explanation may prepare a large
+    # item-item table first.
+    member = users >= 0
+    recs = np.broadcast_to(np.asarray(groups)[:, None], users.shape)[member][:, None]
+    if len(recs):
+        because[member] = model.explain(recs, data.weights[users[member]])[:, 0]
     return because
 
 
@@ -285,7 +288,9 @@ def evaluate_audiences(
             continue
         buyers = (relevant.astype(np.float32) @ group_matrix(train, kind, groups)).tocsc() > 0
         for mode in modes:
-            audiences = build_audiences(model, train, kind, groups, settings.size, mode=mode)
+            audiences = build_audiences(
+                model, train, kind, groups, settings.size, mode=mode, explain=False
+            )
             for g, group in enumerate(groups):
                 who = buyers[:, g].nonzero()[0]
                 rows.append(

@@ -70,6 +70,7 @@ class EASERecommender(Recommender):
     name: str = "ease"
     x_: sp.csr_matrix | None = field(default=None, repr=False)
     weights_: np.ndarray | None = field(default=None, repr=False)
+    explainer_: sp.csr_matrix | None = field(default=None, repr=False)
 
     def params(self) -> dict:
         decay = {} if self.half_life_days is None else {"half_life_days": self.half_life_days}
@@ -95,7 +96,7 @@ class EASERecommender(Recommender):
         inverse = np.triu(upper) + np.triu(upper, 1).T
         weights = -inverse / np.diag(inverse)[None, :]
         weights[np.diag_indices(n_items)] = 0.0
-        self.x_, self.weights_ = x, weights
+        self.x_, self.weights_, self.explainer_ = x, weights, None
         return self
 
     def score(self, users: np.ndarray) -> np.ndarray:
@@ -106,7 +107,10 @@ class EASERecommender(Recommender):
 
     def explain(self, recs: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         # score_j = sum_i x_ui B[i, j]: the explaining item is the largest B[i, j] in the history.
-        return explain_by_similarity(recs, history, keep_top(self.weights_.T, 100))[0]
+        # The sparse top of B is built once per fit: lists and audiences both ask.
+        if self.explainer_ is None:
+            self.explainer_ = keep_top(self.weights_.T, 100)
+        return explain_by_similarity(recs, history, self.explainer_)[0]
 
 
 class _SparseItemItem(Recommender):
