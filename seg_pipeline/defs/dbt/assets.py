@@ -1,5 +1,6 @@
 """dbt models (staging → intermediate → marts) as Dagster assets; dbt tests become asset checks."""
 
+import fcntl
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,10 +35,15 @@ def manifest_is_stale(project: DbtProject) -> bool:
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
-if manifest_is_stale(dbt_project):
-    # The CLI, the tests and CI start from a clean clone where `dagster dev` never built the
-    # manifest, and @dbt_assets needs it at import time: parse once here (a few seconds).
-    subprocess.run(parse_command(dbt_project.target_path), check=True, cwd=DBT_PROJECT_DIR)
+dbt_project.target_path.mkdir(parents=True, exist_ok=True)
+with open(dbt_project.target_path / ".parse.lock", "w") as _lock:
+    # Processes that import the definitions at once on a fresh clone (two CLI runs, test
+    # workers) parse one after the other, and the second finds the manifest fresh.
+    fcntl.flock(_lock, fcntl.LOCK_EX)
+    if manifest_is_stale(dbt_project):
+        # The CLI, the tests and CI start from a clean clone where `dagster dev` never built
+        # the manifest, and @dbt_assets needs it at import time: parse once here.
+        subprocess.run(parse_command(dbt_project.target_path), check=True, cwd=DBT_PROJECT_DIR)
 
 
 class Translator(DagsterDbtTranslator):
