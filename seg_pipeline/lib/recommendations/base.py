@@ -92,16 +92,23 @@ class Recommender:
         categories: np.ndarray | None = None,
         max_per_category: int | None = None,
         batch_size: int | None = None,
+        rerank=None,
+        pool: int | None = None,
     ) -> Recommendations:
         """Top-``n`` eligible items for each row index in ``users`` (-1 pads a short list).
 
-        The default batch keeps one dense score block near 16M floats (64 MB).
+        The default batch keeps one dense score block near 16M floats (64 MB). ``rerank`` (with
+        ``pool``) turns each batch's top ``pool`` items and scores into ``n`` (diversity.py), so
+        the wider pool never exists for every customer at once.
         """
         users = np.asarray(users)
         capped = max_per_category is not None and categories is not None and categories.max() > 0
-        k = min(n * 4 if capped else n, exclude.shape[1])
+        k = min(pool if rerank else n * 4 if capped else n, exclude.shape[1])
 
         def finish(top, top_scores):
+            if rerank is not None:
+                top[~np.isfinite(top_scores)] = -1
+                return rerank(top, top_scores)
             if capped:
                 top, top_scores = cap_categories(top, top_scores, categories, max_per_category, n)
             top[~np.isfinite(top_scores)] = -1

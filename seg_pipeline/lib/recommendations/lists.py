@@ -108,16 +108,22 @@ def build_lists(
     parts = []
     if len(warm):
         if diversity > 0 and similarity_vectors is not None:
-            pool = champion.recommend(warm, exclude, n * POOL_FACTOR, blocked=blocked)
-            items, scores = mmr_rerank(
-                pool.items,
-                pool.scores,
-                similarity_vectors,
-                n,
-                diversity,
-                categories=data.item_categories,
-                max_per_category=max_per_category,
+
+            def rerank(pool_items, pool_scores):
+                return mmr_rerank(
+                    pool_items,
+                    pool_scores,
+                    similarity_vectors,
+                    n,
+                    diversity,
+                    categories=data.item_categories,
+                    max_per_category=max_per_category,
+                )
+
+            recs = champion.recommend(
+                warm, exclude, n, blocked=blocked, rerank=rerank, pool=n * POOL_FACTOR
             )
+            items, scores = recs.items, recs.scores
             # A pool the category cap cuts short: those customers get the capped list the
             # champion would give without re-ranking (it looks further down).
             short = np.flatnonzero((items < 0).any(axis=1))

@@ -91,13 +91,38 @@ class NewItems:
         )
         return cls(columns=columns, similarity=similarity, min_similarity=settings.min_similarity)
 
-    def affinity(self, history: sp.csr_matrix) -> np.ndarray:
-        """Users × new items: the largest-sum TF-IDF cosine to the user's history."""
-        return (binary_matrix(history) @ self.similarity[self.columns].T).toarray()
+    def best(
+        self,
+        history: sp.csr_matrix,
+        exclude: sp.csr_matrix | None = None,
+        listed: np.ndarray | None = None,
+        batch_size: int = 16_384,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's most similar new item (a column of the matrix) and its affinity, the
+        TF-IDF cosine summed over the user's history; an item the user bought, may not get
+        (``exclude``) or already has listed (``listed``, columns) scores 0. Computed in batches
+        of users, so memory stays at ``batch_size`` × new items."""
+        position = np.full(self.similarity.shape[0], -1, dtype=np.int64)
+        position[self.columns] = np.arange(len(self.columns))
+        targets = self.similarity[self.columns].T.tocsc()
+        best = np.zeros(history.shape[0], dtype=np.int64)
+        value = np.zeros(history.shape[0], dtype=np.float32)
+        for start in range(0, history.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            affinity = (binary_matrix(history[rows]) @ targets).toarray()
+            if exclude is not None:
+                affinity[exclude[rows][:, self.columns].toarray() > 0] = 0
+            if listed is not None:
+                where = position[np.clip(listed[rows], 0, None)]
+                hit = (listed[rows] >= 0) & (where >= 0)
+                affinity[np.nonzero(hit)[0], where[hit]] = 0
+            best[rows] = np.argmax(affinity, axis=1)
+            value[rows] = affinity[np.arange(len(affinity)), best[rows]]
+        return self.columns[best], value
 
     def reaches(self, history: sp.csr_matrix) -> np.ndarray:
         """Which users some new item could reach (a night between refits re-scores them)."""
-        return (self.affinity(history) >= self.min_similarity).any(axis=1)
+        return self.best(history)[1] >= self.min_similarity
 
     def place(
         self,
@@ -116,17 +141,12 @@ class NewItems:
         cap; returns how many lists got one."""
         if len(items) == 0:
             return 0
-        affinity = self.affinity(history)
-        affinity[exclude[:, self.columns].toarray() > 0] = 0
-        listed = (items[:, :, None] == self.columns[None, None, :]).any(axis=1)
-        affinity[listed] = 0
-        best = np.argmax(affinity, axis=1)
+        chosen, affinity = self.best(history, exclude, items)
         rows = np.arange(len(items))
-        ok = affinity[rows, best] >= self.min_similarity
+        ok = affinity >= self.min_similarity
         slot = np.maximum((items >= 0).sum(axis=1) - 1, 0)  # the last filled slot
         slot = np.where(items[rows, -1] < 0, (items >= 0).sum(axis=1), slot)  # or a free one
         slot = np.minimum(slot, items.shape[1] - 1)
-        chosen = self.columns[best]
         if max_per_category is not None and categories is not None:
             others = np.where(items >= 0, categories[np.clip(items, 0, None)], -2)
             others[rows, slot] = -2
@@ -136,7 +156,7 @@ class NewItems:
         if len(rows) == 0:
             return 0
         items[rows, slot[ok]] = chosen[ok]
-        scores[rows, slot[ok]] = affinity[rows, best[ok]]
+        scores[rows, slot[ok]] = affinity[ok]
         explained = explain_by_similarity(chosen[ok][:, None], history[rows], self.similarity)[0]
         because[rows, slot[ok]] = explained[:, 0]
         reason[rows, slot[ok]] = Reason.NEW
