@@ -26,8 +26,8 @@ from sklearn.utils.extmath import randomized_svd
 from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
 
 STRENGTHS = (0.0, 0.1, 0.2, 0.3, 0.5)
-# Candidates MMR chooses from: the champion's top 2n (3n cost half as much again at 10M events
-# and bought no better trade-off on either benchmark shop's validation window).
+# Candidates MMR chooses from: the champion's top 2n (3n bought no better trade-off on either
+# benchmark shop's validation window); under a category cap, 4n, as the cap itself uses.
 POOL_FACTOR = 2
 
 
@@ -151,20 +151,23 @@ def diversity_trials(
     blocked: np.ndarray | None = None,
     categories: np.ndarray | None = None,
     popularity: np.ndarray | None = None,
+    max_per_category: int | None = None,
     strengths=STRENGTHS,
 ) -> pd.DataFrame:
     """NDCG and beyond-accuracy figures of ``model``'s lists (fitted before the split) at each
-    MMR strength, on the validation window: one row per strength."""
-    pool = model.recommend(users, exclude, k * POOL_FACTOR, blocked=blocked)
+    MMR strength, on the validation window, from the same pool and under the same category cap
+    as the nightly lists (``lists.build_lists``): one row per strength."""
+    capped = max_per_category is not None and categories is not None
+    pool = model.recommend(
+        users, exclude, k * max(POOL_FACTOR, 4 if capped else 0), blocked=blocked
+    )
+    pool.items[~np.isfinite(pool.scores)] = -1
+    cap = {"categories": categories, "max_per_category": max_per_category} if capped else {}
     categories = categories if categories is not None else np.zeros(exclude.shape[1], int)
     popularity = popularity if popularity is not None else np.ones(exclude.shape[1])
     rows = []
     for strength in strengths:
-        recs = (
-            pool.items[:, :k]
-            if strength == 0
-            else mmr_rerank(pool.items, pool.scores, vectors, k, strength)[0]
-        )
+        recs = mmr_rerank(pool.items, pool.scores, vectors, k, strength, **cap)[0]
         rows.append(
             {
                 "strength": strength,

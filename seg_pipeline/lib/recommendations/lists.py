@@ -120,9 +120,11 @@ def build_lists(
                     max_per_category=max_per_category,
                 )
 
-            recs = champion.recommend(
-                warm, exclude, n, blocked=blocked, rerank=rerank, pool=n * POOL_FACTOR
-            )
+            # Under a category cap MMR chooses from as many candidates as the cap itself would
+            # (recommend's 4n), so a list is seldom cut short.
+            capped = max_per_category is not None and data.item_categories is not None
+            pool = n * max(POOL_FACTOR, 4 if capped else 0)
+            recs = champion.recommend(warm, exclude, n, blocked=blocked, rerank=rerank, pool=pool)
             items, scores = recs.items, recs.scores
             # A pool the category cap cuts short: those customers get the capped list the
             # champion would give without re-ranking (it looks further down).

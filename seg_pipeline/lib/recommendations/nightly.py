@@ -434,6 +434,7 @@ def _diversity_trials(evaluation, train, relevant, blocked, settings) -> pd.Data
         blocked=blocked,
         categories=train.item_categories,
         popularity=np.asarray((train.weights > 0).sum(axis=0)).ravel() / max(train.shape[0], 1),
+        max_per_category=settings.max_per_category,
     )
 
 
