@@ -93,7 +93,6 @@ def _mmr_batch(items, scores, vectors, n, strength, categories, max_per_category
     span = np.where(high > low, high - low, 1.0)
     relevance = np.where(valid, (np.nan_to_num(finite) - low[:, None]) / span[:, None], 0.0)
     v = vectors[safe]
-    similarity = np.matmul(v, v.transpose(0, 2, 1))
     gain = ((1 - strength) * relevance).astype(np.float32)
     nearest = np.zeros((b, p), dtype=np.float32)
     # 0 where a candidate may still be chosen, -inf once it is taken or barred by the cap.
@@ -116,7 +115,10 @@ def _mmr_batch(items, scores, vectors, n, strength, categories, max_per_category
         picked_scores[ok, slot] = scores[everyone, pick][ok]
         closed[everyone, pick] = -np.inf
         # A row with nothing left to choose keeps nothing open: updating it changes nothing.
-        np.maximum(nearest, similarity[everyone, pick], out=nearest)
+        # Only the cosines to the item just listed are needed: one batched matrix-vector
+        # product per slot instead of every candidate pair.
+        cosines = np.matmul(v, v[everyone, pick][:, :, None])[:, :, 0]
+        np.maximum(nearest, cosines, out=nearest)
         if capped:
             cat_count += (cats == cats[everyone, pick][:, None]) & counted
             np.copyto(closed, -np.inf, where=cat_count >= max_per_category)
