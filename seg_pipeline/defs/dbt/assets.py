@@ -35,8 +35,10 @@ def manifest_is_stale(project: DbtProject) -> bool:
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
-dbt_project.target_path.mkdir(parents=True, exist_ok=True)
-with open(dbt_project.target_path / ".parse.lock", "w") as _lock:
+# target_path is relative to the project folder (dbt runs there), not to the caller's.
+_target = DBT_PROJECT_DIR / dbt_project.target_path
+_target.mkdir(parents=True, exist_ok=True)
+with open(_target / ".parse.lock", "w") as _lock:
     # Processes that import the definitions at once on a fresh clone (two CLI runs, test
     # workers) parse one after the other, and the second finds the manifest fresh.
     fcntl.flock(_lock, fcntl.LOCK_EX)
