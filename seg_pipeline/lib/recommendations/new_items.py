@@ -120,10 +120,6 @@ class NewItems:
             value[rows] = affinity[np.arange(len(affinity)), best[rows]]
         return self.columns[best], value
 
-    def reaches(self, history: sp.csr_matrix) -> np.ndarray:
-        """Which users some new item could reach (a night between refits re-scores them)."""
-        return self.best(history)[1] >= self.min_similarity
-
     def place(
         self,
         items: np.ndarray,

@@ -500,11 +500,12 @@ def rescore_night(
         unseen = kept.unseen_items(full.item_ids)
         changed = changed_customers(con, full.user_ids, fingerprints, settings.n, unseen > 0)
         shown = fb.shown_recently(con, full.user_ids, tonight, settings.feedback.window_days)
-        reached = new_items.reaches(full.weights) if new_items else np.zeros_like(cold)
-        rescore = changed | cold | shown | reached
+        # A kept list keeps its new-item slot until the customer changes or the next refit:
+        # re-scoring every customer a new item could reach would redraw lists nothing changed.
+        rescore = changed | cold | shown
         scope = (
-            "customers whose history changed, customers with no purchase, customers shown "
-            "recommendations lately and customers a new item could reach"
+            "customers whose history changed, customers with no purchase, and customers "
+            "shown recommendations lately"
         )
     rows = np.flatnonzero(rescore)
     champion = kept.champion_for(full.item_ids)
