@@ -19,6 +19,7 @@ from seg_pipeline.lib.parallel import each_in_threads
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.topk import (
     Recommendations,
+    cap_applies,
     cap_categories,
     mask_purchased,
     top_n,
@@ -102,7 +103,7 @@ class Recommender:
         the wider pool never exists for every customer at once.
         """
         users = np.asarray(users)
-        capped = max_per_category is not None and categories is not None and categories.max() > 0
+        capped = cap_applies(categories, max_per_category)
         k = min(pool if rerank else n * 4 if capped else n, exclude.shape[1])
 
         def finish(top, top_scores):

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
 from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
+from seg_pipeline.lib.recommendations.topk import cap_applies
 
 STRENGTHS = (0.0, 0.1, 0.2, 0.3, 0.5)
 # Candidates MMR chooses from: the champion's top 2n (3n bought no better trade-off on either
@@ -159,7 +160,7 @@ def diversity_trials(
     """NDCG and beyond-accuracy figures of ``model``'s lists (fitted before the split) at each
     MMR strength, on the validation window, from the same pool and under the same category cap
     as the nightly lists (``lists.build_lists``): one row per strength."""
-    capped = max_per_category is not None and categories is not None
+    capped = cap_applies(categories, max_per_category)
     pool = model.recommend(
         users, exclude, k * max(POOL_FACTOR, 4 if capped else 0), blocked=blocked
     )

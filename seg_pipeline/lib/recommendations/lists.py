@@ -13,7 +13,7 @@ from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.new_items import NewItems
 from seg_pipeline.lib.recommendations.popularity import SegmentPopularityRecommender
 from seg_pipeline.lib.recommendations.reasons import Reason
-from seg_pipeline.lib.recommendations.topk import Recommendations
+from seg_pipeline.lib.recommendations.topk import Recommendations, cap_applies
 
 # Cold-start lists count purchases of the last 90 days: what a segment buys now.
 COLD_WINDOW_DAYS = 90
@@ -117,12 +117,12 @@ def build_lists(
                     n,
                     diversity,
                     categories=data.item_categories,
-                    max_per_category=max_per_category,
+                    max_per_category=max_per_category if capped else None,
                 )
 
             # Under a category cap MMR chooses from as many candidates as the cap itself would
             # (recommend's 4n), so a list is seldom cut short.
-            capped = max_per_category is not None and data.item_categories is not None
+            capped = cap_applies(data.item_categories, max_per_category)
             pool = n * max(POOL_FACTOR, 4 if capped else 0)
             recs = champion.recommend(warm, exclude, n, blocked=blocked, rerank=rerank, pool=pool)
             items, scores = recs.items, recs.scores
@@ -159,7 +159,11 @@ def build_lists(
                 data.weights[warm],
                 exclude[warm],
                 categories=data.item_categories,
-                max_per_category=max_per_category,
+                max_per_category=(
+                    max_per_category
+                    if cap_applies(data.item_categories, max_per_category)
+                    else None
+                ),
             )
         parts.append((warm, recs, because, reason, 0))
     if len(cold):

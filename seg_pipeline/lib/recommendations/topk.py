@@ -97,6 +97,17 @@ def mask_purchased(scores: np.ndarray, exclude: sp.csr_matrix, position=None) ->
     scores[rows, cols] = -np.inf
 
 
+def cap_applies(categories: np.ndarray | None, max_per_category: int | None) -> bool:
+    """Whether a category cap has anything to do: a cap, and items in more than one category (a
+    catalogue in a single category, such as Online Retail's "uncategorised", is not capped)."""
+    return (
+        max_per_category is not None
+        and categories is not None
+        and len(categories) > 0
+        and categories.max() > 0
+    )
+
+
 def cap_categories(top, top_scores, categories, cap: int, n: int):
     """Keep at most ``cap`` items per category in each row, in score order, up to ``n`` items.
 

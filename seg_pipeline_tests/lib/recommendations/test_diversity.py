@@ -97,3 +97,28 @@ def test_diverse_lists_are_full_and_more_diverse_at_a_small_accuracy_cost():
     assert trials["ndcg"].iloc[0] == pytest.approx(ranking_metrics(own, truth, 4)["ndcg"])
     assert trials["ild"].iloc[0] == pytest.approx(div.intra_list_diversity(own, vectors))
     assert set(trials.columns) >= {"ndcg", "coverage", "diversity", "novelty", "ild"}
+
+
+def test_a_catalogue_in_one_category_is_not_capped_and_its_lists_stay_full():
+    matrix = _two_taste_matrix()
+    data = _data(matrix, item_categories=np.zeros(12, dtype=int))  # all "uncategorised"
+    model = EASERecommender(l2=1.0).fit(data)
+    vectors = div.item_vectors(matrix, dims=4)
+    lists = build_lists(
+        model, data, 4, max_per_category=2, diversity=0.5, similarity_vectors=vectors
+    )
+    assert (np.bincount(lists.users, minlength=N_USERS) == 4).all()
+    truth = sp.csr_matrix(np.ones((N_USERS, 12), dtype=np.float32) - matrix.toarray())
+    trials = div.diversity_trials(
+        model,
+        data.purchased,
+        truth,
+        np.arange(N_USERS),
+        vectors,
+        4,
+        categories=data.item_categories,
+        max_per_category=2,
+        strengths=(0.0,),
+    )
+    own = model.recommend(np.arange(N_USERS), data.purchased, 4).items
+    assert trials["ndcg"].iloc[0] == pytest.approx(ranking_metrics(own, truth, 4)["ndcg"])

@@ -28,7 +28,8 @@ def _shop():
     bought[0, [0, 3]] = 1  # the mug and the vase
     bought[1, 2] = 1  # the train
     bought[2, [1, 2, 3]] = 1
-    return _data(sp.csr_matrix(bought), item_text=TEXTS, item_categories=np.zeros(6, int))
+    categories = np.array([0, 1, 0, 1, 0, 1])  # the mugs and the train in one, the rest in another
+    return _data(sp.csr_matrix(bought), item_text=TEXTS, item_categories=categories)
 
 
 def test_a_new_item_like_a_bought_one_takes_the_last_slot_and_says_why():
@@ -56,7 +57,7 @@ def test_no_slot_below_the_similarity_or_over_the_category_cap():
     capped = build_lists(
         PopularityRecommender().fit(data), data, 2, new_items=new, max_per_category=1
     )
-    # Every item is in one category: the capped list holds one item, and the new item in the
-    # free slot would make two.
+    # Customer 0's capped list is the train (category 0) and the hose (category 1); the new mug
+    # (category 0) in the hose's slot would make two of category 0.
     assert not (capped.reason == Reason.NEW).any()
     assert NewItems.build(TEXTS, np.array([], dtype=np.int64), NewItemSettings()) is None
