@@ -13,7 +13,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from seg_pipeline.defs.dbt.invocation import start_parse, wait_for_parse
+from seg_pipeline.defs.dbt.invocation import engine_target, start_parse, wait_for_parse
 from seg_pipeline.lib.paths import DEFAULT_DATABASE, work_database_for
 from seg_pipeline.lib.run_lock import RunInProgress, database_lock
 
@@ -37,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
             help="YYYY-MM-DD that recency is measured from (default: day after the last event)",
         )
         p.add_argument("--quiet", action="store_true", help="print only the final line")
+        p.add_argument(
+            "--engine",
+            default=os.environ.get("SEG_ENGINE") or "duckdb",
+            choices=["duckdb", "spark"],
+            help="where the SQL half of the night runs and the tables are published: duckdb "
+            "(default: $SEG_ENGINE or duckdb) or spark (the Spark Connect endpoint in "
+            "$SPARK_REMOTE)",
+        )
         p.add_argument(
             "--wait",
             type=float,
@@ -80,7 +88,42 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument(
         "--database", default=os.environ.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE)
     )
+    server = sub.add_parser(
+        "spark-server", help="start or stop a local Spark Connect server (the Spark engine)"
+    )
+    server.add_argument("action", choices=["start", "stop"])
+    server.add_argument(
+        "--dir",
+        default=str(DEFAULT_DATABASE.with_name("spark")),
+        help="folder of its catalog, warehouse and logs (default: data/spark)",
+    )
+    server.add_argument("--port", type=int, default=15002)
+    server.add_argument(
+        "--memory", default="6g", help="the server's heap (driver and local executors)"
+    )
     return parser
+
+
+def spark_server(action: str, folder: str, port: int, memory: str) -> int:
+    """Start or stop a local Spark Connect server; print the SPARK_REMOTE to use."""
+    from seg_pipeline.lib.spark.server import start_server, stop_server
+
+    try:
+        if action == "stop":
+            stop_server(Path(folder))
+            print("seg-pipeline: Spark Connect server stopped", file=sys.stderr)
+            return 0
+        remote = start_server(Path(folder), port=port, driver_memory=memory)
+    except RuntimeError as exc:
+        print(f"seg-pipeline: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"export SPARK_REMOTE={remote}")
+    print(
+        f"seg-pipeline: Spark Connect server listening at {remote} (catalog and warehouse in "
+        f"{folder}); run with --engine spark",
+        file=sys.stderr,
+    )
+    return 0
 
 
 class _Progress(logging.Handler):
@@ -176,6 +219,7 @@ def run_pipeline(
     impressions: str | None = None,
     wait: float = 0,
     started: float | None = None,
+    engine: str = "duckdb",
 ) -> int:
     """Run ``nightly_job`` in this process and return the exit code (0 on full success).
 
@@ -198,6 +242,7 @@ def run_pipeline(
                 tracking_uri=tracking_uri,
                 optout=optout,
                 impressions=impressions,
+                engine=engine,
             )
     except RunInProgress as exc:
         print(f"seg-pipeline: error: {exc}", file=sys.stderr)
@@ -227,6 +272,7 @@ def _run_locked(
     tracking_uri,
     optout,
     impressions,
+    engine,
 ) -> int:
     """``run_pipeline`` once the database's run lock is held."""
     if not quiet:
@@ -235,11 +281,15 @@ def _run_locked(
         )
     # The run id is chosen here so that dbt can parse the project for it while the pipeline is
     # imported on the other core; the dbt step waits for that parse (see start_parse).
-    start_parse(work_database_for(Path(database).resolve()), run_id)
+    work_schema = os.environ.get("SEG_SPARK_WORK_SCHEMA") or "seg_pipeline_work"
+    start_parse(
+        work_database_for(Path(database).resolve()), run_id, *engine_target(engine, work_schema)
+    )
     with _imports_without_gc():
         import dagster as dg
 
         from seg_pipeline.definitions import build_definitions
+        from seg_pipeline.defs.engine import engine_from_env
         from seg_pipeline.defs.resources import PipelineSettings
     settings = PipelineSettings(
         events_path=events,
@@ -271,6 +321,7 @@ def _run_locked(
         settings,
         tracking_uri,
         loggers={"progress": progress_logger},
+        engine=engine_from_env({**os.environ, "SEG_ENGINE": engine}),
     )
     job = defs.resolve_job_def("nightly_job")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -403,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         return forget(args.customer, args.database)
     if args.command == "docs":
         return build_docs(args.database)
+    if args.command == "spark-server":
+        return spark_server(args.action, args.dir, args.port, args.memory)
     if args.command == "demo":
         return run_pipeline(
             events=None,
@@ -413,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             impressions=args.impressions,
             wait=args.wait,
             started=started,
+            engine=args.engine,
         )
     return run_pipeline(
         events=args.events,
@@ -425,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         impressions=args.impressions,
         wait=args.wait,
         started=started,
+        engine=args.engine,
     )
 
 

@@ -17,6 +17,10 @@
     strftime({{ expression }}, '%Y-%m-%dT%H:%M:%S')
 {% endmacro %}
 
+{% macro spark__iso_timestamp_text(expression) %}
+    date_format({{ expression }}, "yyyy-MM-dd'T'HH:mm:ss")
+{% endmacro %}
+
 
 {% macro most_frequent(expression) %}
     {{ return(adapter.dispatch('most_frequent', 'seg_pipeline')(expression)) }}
@@ -30,6 +34,11 @@
     mode({{ expression }})
 {% endmacro %}
 
+{% macro spark__most_frequent(expression) %}
+    {#- Deterministic: of equally frequent values, the smallest. -#}
+    mode({{ expression }}, true)
+{% endmacro %}
+
 
 {% macro median_of(expression) %}
     {{ return(adapter.dispatch('median_of', 'seg_pipeline')(expression)) }}
@@ -40,6 +49,10 @@
 {% endmacro %}
 
 {% macro duckdb__median_of(expression) %}
+    median({{ expression }})
+{% endmacro %}
+
+{% macro spark__median_of(expression) %}
     median({{ expression }})
 {% endmacro %}
 

@@ -8,14 +8,20 @@
 -- an earlier day, an edited file or an erased customer all change some day's fingerprint; days
 -- whose events are all gone are deleted first (pre-hook). The result equals a full rebuild
 -- (seg_pipeline_tests/defs/recommendations/test_incremental_rescoring.py checks it).
+--
+-- On Spark, whose Parquet tables take no delete, the table is partitioned by day and each
+-- changed day's partition is overwritten (insert_overwrite); a day whose events are all gone
+-- keeps its rows there until a full refresh.
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='event_date',
+        incremental_strategy=('insert_overwrite' if target.type == 'spark' else 'delete+insert'),
+        unique_key=(none if target.type == 'spark' else 'event_date'),
+        partition_by=('event_date' if target.type == 'spark' else none),
+        file_format=('parquet' if target.type == 'spark' else none),
         on_schema_change='append_new_columns',
         pre_hook="""
-            {% if is_incremental() %}
+            {% if is_incremental() and target.type != 'spark' %}
             delete from {{ this }} where event_date not in (
                 select distinct cast(event_ts as date) from {{ ref('stg_shop__events') }}
                 where customer_id is not null

@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from seg_pipeline.defs.dbt.invocation import (
@@ -16,6 +17,7 @@ from seg_pipeline.defs.dbt.invocation import (
     target_path,
     wait_for_parse,
 )
+from seg_pipeline.defs.engine import SqlEngine
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.paths import DBT_PROJECT_DIR
 
@@ -63,16 +65,47 @@ AFTER_PYTHON = "tag:after_python"
 
 
 def _build(
-    context, dbt: DbtCliResource, settings: PipelineSettings, extra_vars: dict | None = None
+    context,
+    dbt: DbtCliResource,
+    settings: PipelineSettings,
+    engine: SqlEngine,
+    extra_vars: dict | None = None,
 ):
-    """``dbt build`` of the selected models against the working database; dbt tests become the
-    assets' checks."""
+    """``dbt build`` of the selected models on the run's engine (the working DuckDB file, or
+    the Spark catalog); dbt tests become the assets' checks."""
     wait_for_parse(settings.work_path)
+    if engine.is_spark:
+        engine.session()  # fails early, with the endpoint named, when Spark is not reachable
+    extra = {**engine.dbt_vars(), **(extra_vars or {})}
     return dbt.cli(
-        ["build", "--vars", dbt_vars(settings.work_path, context.run_id, **(extra_vars or {}))],
+        [
+            "build",
+            *engine.dbt_args(),
+            "--vars",
+            dbt_vars(settings.work_path, context.run_id, **extra),
+        ],
         context=context,
         target_path=target_path(settings.work_path),
     )
+
+
+def _collect(context, settings: PipelineSettings, engine: SqlEngine, duckdb, tables) -> None:
+    """Bring the built models among ``tables`` to the driver's DuckDB file (Spark engine)."""
+    built = {k.to_user_string() for k in context.selected_asset_keys}
+    wanted = [t for t in tables if t in built]
+    if engine.is_spark and wanted:
+        with duckdb.get_connection() as con:
+            engine.collect(con, wanted, settings.work_path)
+
+
+# Models the Python steps read, and reporting models the checks and the report read.
+MODELS_FOR_PYTHON = ["customer_rfm", "customer_features", "int_customer_item_daily", "item_catalog"]
+REPORTING_FOR_PYTHON = [
+    "segment_history",
+    "segment_migration",
+    "segment_recommendations",
+    "customer_360",
+]
 
 
 @dbt_assets(
@@ -86,13 +119,16 @@ def dbt_models(
     dbt: DbtCliResource,
     settings: PipelineSettings,
     mlflow_tracking: MLflowTracking,
+    engine: SqlEngine,
+    duckdb: DuckDBResource,
 ):
-    """Build and test the staging, intermediate and mart models against the working database."""
-    invocation = _build(context, dbt, settings)
+    """Build and test the staging, intermediate and mart models on the run's engine."""
+    invocation = _build(context, dbt, settings, engine)
     # dbt now starts in its own process, and this one would only wait for its events: the next
     # steps' MLflow start-up cost goes here.
     mlflow_tracking.warm_up()
     yield from invocation.stream()
+    _collect(context, settings, engine, duckdb, MODELS_FOR_PYTHON)
 
 
 class ReportingModelsConfig(dg.Config):
@@ -119,8 +155,11 @@ def dbt_reporting_models(
     config: ReportingModelsConfig,
     dbt: DbtCliResource,
     settings: PipelineSettings,
+    engine: SqlEngine,
+    duckdb: DuckDBResource,
 ):
     """Build and test the models over tonight's segments and lists: history, migration,
     cold-start lists and the one-row-per-customer customer_360."""
     overrides = {k: v for k, v in config.model_dump().items() if v is not None}
-    yield from _build(context, dbt, settings, overrides).stream()
+    yield from _build(context, dbt, settings, engine, overrides).stream()
+    _collect(context, settings, engine, duckdb, REPORTING_FOR_PYTHON)

@@ -27,6 +27,14 @@ def dbt_vars(work_path: Path, run_id: str, **overrides) -> str:
     return json.dumps({"work_database": str(work_path), "run_id": run_id, **overrides})
 
 
+def engine_target(engine: str, work_schema: str) -> tuple[list[str], dict]:
+    """The dbt target arguments and vars of an engine: DuckDB's default target, or the spark
+    target building into ``work_schema``."""
+    if engine == "spark":
+        return ["--target", "spark"], {"spark_work_schema": work_schema}
+    return [], {}
+
+
 def target_path(work_path: Path) -> Path:
     """One dbt target folder per working database, reused every night.
 
@@ -59,7 +67,9 @@ def parse_command(target: Path, *extra: str) -> list[str]:
 _PARSES: dict[Path, subprocess.Popen] = {}
 
 
-def start_parse(work_path: Path, run_id: str) -> None:
+def start_parse(
+    work_path: Path, run_id: str, target: list[str] = (), extra_vars: dict | None = None
+) -> None:
     """Start ``dbt parse`` with the exact vars that run ``run_id``'s ``dbt build`` will pass.
 
     dbt parses the whole project again whenever the vars change, and the run id changes every
@@ -67,12 +77,19 @@ def start_parse(work_path: Path, run_id: str) -> None:
     starts this before it imports the pipeline, on the core the import leaves idle; the dbt
     step waits for it (``wait_for_parse``) so that the two never write the target folder at
     once. A failed parse only costs that saving: ``dbt build``
-    then parses as before.
+    then parses as before. ``target`` and ``extra_vars`` are the engine's (``--target spark``).
     """
-    target = target_path(work_path)
-    target.mkdir(parents=True, exist_ok=True)
-    _PARSES[target] = subprocess.Popen(
-        parse_command(target, "--log-path", str(target), "--vars", dbt_vars(work_path, run_id)),
+    folder = target_path(work_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    _PARSES[folder] = subprocess.Popen(
+        parse_command(
+            folder,
+            *target,
+            "--log-path",
+            str(folder),
+            "--vars",
+            dbt_vars(work_path, run_id, **(extra_vars or {})),
+        ),
         cwd=DBT_PROJECT_DIR,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

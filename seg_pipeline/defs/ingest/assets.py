@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from seg_pipeline.defs.engine import SqlEngine
 from seg_pipeline.defs.resources import PipelineSettings
 from seg_pipeline.lib.ingest import IngestError, ingest_events, ingest_items
 from seg_pipeline.lib.ingest.impressions import ingest_impressions, no_impressions
@@ -32,6 +33,17 @@ def ensure_demo_shop(
         written = write_shop(generate_shop(n_customers=n_customers, seed=seed), directory)
         paths = {"events": written["events"], "items": written["items"]}
     return paths
+
+
+# What the ingest writes, in the order of its specs below.
+INGEST_TABLES = [
+    "raw_events",
+    "quarantined_events",
+    "raw_items",
+    "raw_impressions",
+    "quarantined_impressions",
+    "ingest_manifest",
+]
 
 
 @dg.multi_asset(
@@ -80,6 +92,7 @@ def ingested_events(
     config: IngestConfig,
     settings: PipelineSettings,
     duckdb: DuckDBResource,
+    engine: SqlEngine,
 ):
     """Read the events (or the embedded synthetic shop) and quarantine every unusable row."""
     events, items = settings.events_path, settings.items_path
@@ -122,6 +135,7 @@ def ingested_events(
             )
         except IngestError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        engine.share(con, INGEST_TABLES, settings.work_path)
     common = {"as_of": str(result.as_of), "rows_read": result.rows_read}
     yield dg.MaterializeResult(
         asset_key="raw_events",

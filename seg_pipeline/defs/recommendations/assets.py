@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from seg_pipeline.defs.engine import SqlEngine
 from seg_pipeline.defs.recommendations import tracking
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.parallel import in_background
@@ -244,6 +245,18 @@ _DEPS = [
 ]
 
 
+# What the recommendations step writes for the reporting models and the consumers.
+RECOMMENDATION_TABLES = [
+    "customer_recommendations",
+    "recommendation_metrics",
+    "item_similarities",
+    "item_audiences",
+    "category_audiences",
+    "recommendation_feedback",
+    "audience_metrics",
+]
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -303,6 +316,7 @@ def recommendations(
     settings: PipelineSettings,
     duckdb: DuckDBResource,
     mlflow_tracking: MLflowTracking,
+    engine: SqlEngine,
 ):
     """Refit night: evaluate candidates on a time split, refit the champion on all data, publish
     lists. Nights between: re-score only changed customers with the kept model."""
@@ -342,6 +356,7 @@ def recommendations(
     phases.lap("audiences")
     with duckdb.get_connection() as con:
         feedback_meta = feedback.write_feedback(con, context.run_id)
+        engine.share(con, RECOMMENDATION_TABLES, settings.work_path)
     feedback_meta["impressions_logged"] = logged
     lists_meta.update(phases.report(context.log, "recommendations"))
     yield dg.MaterializeResult(asset_key="customer_recommendations", metadata=lists_meta)

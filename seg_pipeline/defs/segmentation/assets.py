@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from seg_pipeline.defs.engine import SqlEngine
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.defs.segmentation import tracking
 from seg_pipeline.lib.parallel import in_background
@@ -129,8 +130,10 @@ _SPEC = {"deps": ["customer_features", "customer_rfm"], "group_name": "segmentat
 def behavioural_segments(
     context: dg.AssetExecutionContext,
     config: SegmentationConfig,
+    settings: PipelineSettings,
     duckdb: DuckDBResource,
     mlflow_tracking: MLflowTracking,
+    engine: SqlEngine,
 ):
     """Sweep clustering candidates, choose by silhouette and forecast power, keep ids stable."""
     phases = PhaseTimer()
@@ -172,6 +175,8 @@ def behavioural_segments(
                 context, mlflow_tracking, parent, night, chart_pngs, config.tracking_params()
             )
             written.result()
+    with duckdb.get_connection() as con:
+        engine.share(con, ["customer_segments", "segment_profiles"], settings.work_path)
     phases.lap("charts, mlflow logging and tables written")
     figures = {
         **tracking.selection_figures(night),
@@ -189,7 +194,11 @@ def behavioural_segments(
 
 @dg.asset(deps=["customer_features"], group_name="segmentation")
 def customer_value_forecast(
-    context: dg.AssetExecutionContext, duckdb: DuckDBResource, mlflow_tracking: MLflowTracking
+    context: dg.AssetExecutionContext,
+    settings: PipelineSettings,
+    duckdb: DuckDBResource,
+    mlflow_tracking: MLflowTracking,
+    engine: SqlEngine,
 ) -> dg.MaterializeResult:
     """Each customer's expected spend and chance of buying in the next period, learnt from what
     customers did after the holdout cut, with its calibration."""
@@ -209,6 +218,7 @@ def customer_value_forecast(
         tables.write_value_forecast(
             con, value, horizon=horizon, model_run_id=model_run_id, run_id=context.run_id
         )
+        engine.share(con, ["customer_value_forecast"], settings.work_path)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": 0 if value is None else len(value.forecast),
