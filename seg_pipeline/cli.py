@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument(
         "--database", default=os.environ.get("DUCKDB_DATABASE") or str(DEFAULT_DATABASE)
     )
+    forget.add_argument(
+        "--engine",
+        default=os.environ.get("SEG_ENGINE") or "duckdb",
+        choices=["duckdb", "spark"],
+        help="also erase them from the Spark catalog's working and published tables (spark)",
+    )
     server = sub.add_parser(
         "spark-server", help="start or stop a local Spark Connect server (the Spark engine)"
     )
@@ -348,7 +354,16 @@ def _run_locked(
         if quiet:
             print(f"seg-pipeline: done in {took:.0f} s", file=sys.stderr)
             return 0
-        lines = summary_lines(settings.work_path, settings.published_path, result.run_id)
+        where = None
+        if engine == "spark":
+            schema = os.environ.get("SEG_SPARK_SCHEMA") or "seg_pipeline"
+            where = (
+                f"tables: Spark schema {schema} at {os.environ.get('SPARK_REMOTE')} "
+                f"(spark.table('{schema}.customer_rfm'), or any Spark SQL client)"
+            )
+        lines = summary_lines(
+            settings.work_path, settings.published_path, result.run_id, published_where=where
+        )
         uri = tracking_from(tracking_uri).tracking_uri
         print(
             f"seg-pipeline: done in {took:.0f} s (the whole command); summary:",
@@ -401,8 +416,9 @@ def build_docs(database: str) -> int:
     return 0
 
 
-def forget(customer_ids: list[str], database: str) -> int:
-    """Erase customers from the working and published databases; return the exit code."""
+def forget(customer_ids: list[str], database: str, engine: str = "duckdb") -> int:
+    """Erase customers from the working and published databases (and, on the Spark engine,
+    the Spark catalog's tables); return the exit code."""
     import duckdb
 
     from seg_pipeline.defs.resources import PipelineSettings, tracking_from
@@ -431,10 +447,28 @@ def forget(customer_ids: list[str], database: str) -> int:
         )
     finally:
         con.close()
+    if engine == "spark":
+        import dagster as dg
+
+        from seg_pipeline.defs.engine import engine_from_env
+        from seg_pipeline.lib.spark.privacy import forget_in_spark
+
+        sql_engine = engine_from_env({**os.environ, "SEG_ENGINE": "spark"})
+        try:
+            report["deleted"].update(
+                forget_in_spark(sql_engine.session(), customer_ids, sql_engine.schemas())
+            )
+        except dg.Failure as exc:
+            print(f"seg-pipeline: error: {exc.description}", file=sys.stderr)
+            return 1
+        finally:
+            sql_engine.teardown_after_execution(None)
     rows = sum(report["deleted"].values())
     print(
         f"seg-pipeline: erased {len(set(customer_ids))} customer(s): {rows} rows deleted from "
-        f"{len(report['deleted'])} tables; published file rebuilt; future ingests drop them",
+        f"{len(report['deleted'])} tables; published "
+        f"{'Spark tables rewritten' if engine == 'spark' else 'file rebuilt'}; "
+        "future ingests drop them",
         file=sys.stderr,
     )
     if report["artifacts_mentioning"]:
@@ -451,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = _parser().parse_args(argv)
     if args.command == "forget":
-        return forget(args.customer, args.database)
+        return forget(args.customer, args.database, args.engine)
     if args.command == "docs":
         return build_docs(args.database)
     if args.command == "spark-server":

@@ -30,3 +30,52 @@ def write_csv(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def spark_remote(tmp_path_factory):
+    """A Spark Connect endpoint: $SPARK_REMOTE (CI starts one), else a local server started
+    from the installed pyspark for this session. Without pyspark or Java the Spark tests skip,
+    unless SEG_REQUIRE_SPARK is set (CI), where they fail instead."""
+    import os
+    import shutil
+    import socket
+
+    required = bool(os.environ.get("SEG_REQUIRE_SPARK"))
+
+    def unavailable(why: str):
+        if required:
+            pytest.fail(f"SEG_REQUIRE_SPARK is set but {why}")
+        pytest.skip(why)
+
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        unavailable('pyspark is not installed (pip install -e ".[spark]")')
+    if os.environ.get("SPARK_REMOTE"):
+        yield os.environ["SPARK_REMOTE"]
+        return
+    if shutil.which("java") is None:
+        unavailable("java is not installed (apt-get install openjdk-17-jre-headless)")
+    from seg_pipeline.lib.spark.server import start_server, stop_server
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    state = tmp_path_factory.mktemp("spark")
+    remote = start_server(state, port=port, driver_memory="3g")
+    try:
+        yield remote
+    finally:
+        stop_server(state)
+
+
+@pytest.fixture(scope="module")
+def spark(spark_remote):
+    """A Connect session, stopped after the module (a client that fitted models hangs at exit
+    otherwise)."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(spark_remote).getOrCreate()
+    yield session
+    session.stop()

@@ -73,7 +73,9 @@ class SqlEngine(dg.ConfigurableResource):
             # dbt runs in a subprocess and finds the same endpoint through the environment.
             os.environ["SPARK_REMOTE"] = remote
             try:
-                self._session = SparkSession.builder.remote(remote).getOrCreate()
+                # A session of its own (not the process's default), so that stopping it at
+                # teardown leaves any other session of the process open.
+                self._session = SparkSession.builder.remote(remote).create()
             except Exception as exc:
                 raise dg.Failure(f"cannot reach Spark Connect at {remote}: {exc}") from exc
         return self._session
@@ -87,6 +89,10 @@ class SqlEngine(dg.ConfigurableResource):
         if self._session is not None:
             self._session.stop()
             self._session = None
+
+    def schemas(self) -> list[str]:
+        """The Spark schemas this pipeline writes: working and published."""
+        return [self.work_schema, self.published_schema]
 
     def staging(self, database: Path) -> Path:
         folder = Path(self.staging_dir or Path(database).with_name("spark_staging")).resolve()

@@ -28,8 +28,11 @@ def _figure(value) -> str:
     )
 
 
-def summary_lines(work_db: Path, published: Path, run_id: str) -> list[str]:
-    """The summary of run ``run_id``, one line per fact."""
+def summary_lines(
+    work_db: Path, published: Path, run_id: str, published_where: str | None = None
+) -> list[str]:
+    """The summary of run ``run_id``, one line per fact; ``published_where`` names where the
+    tables were published when it is not the DuckDB file ``published`` (the Spark engine)."""
     con = duckdb.connect(str(work_db), read_only=True)
     try:
         lines = []
@@ -105,7 +108,7 @@ def summary_lines(work_db: Path, published: Path, run_id: str) -> list[str]:
         report = published.with_name(published.stem + "_segment_report.html")
         if report.exists():
             lines.append(f"segment report: {report}")
-        lines.append(f"tables: {published} (open read-only with DuckDB)")
+        lines.append(published_where or f"tables: {published} (open read-only with DuckDB)")
         return lines
     finally:
         con.close()

@@ -11,6 +11,7 @@ from seg_pipeline.defs.resources import PipelineSettings
 from seg_pipeline.lib.ingest import IngestError, ingest_events, ingest_items
 from seg_pipeline.lib.ingest.impressions import ingest_impressions, no_impressions
 from seg_pipeline.lib.privacy import ensure_privacy_tables, read_id_list, replace_opt_outs
+from seg_pipeline.lib.spark.ingest import TABLE_PREFIX, ingest_events_spark
 from seg_pipeline.lib.synthetic import generate_shop, write_shop
 
 
@@ -35,15 +36,33 @@ def ensure_demo_shop(
     return paths
 
 
-# What the ingest writes, in the order of its specs below.
-INGEST_TABLES = [
-    "raw_events",
-    "quarantined_events",
-    "raw_items",
-    "raw_impressions",
-    "quarantined_impressions",
-    "ingest_manifest",
-]
+# Read on the driver and copied to Spark on the Spark engine: the catalogue and the impressions.
+SMALL_INGEST_TABLES = ["raw_items", "raw_impressions", "quarantined_impressions"]
+
+
+def _ingest_on_spark(context, config, settings, engine, con, events, key):
+    """The events read, typed and classified by Spark into its working schema; the items'
+    descriptions (Online Retail) come back for the catalogue, which the driver writes."""
+    is_table = events.startswith(TABLE_PREFIX)
+    spark_ingest = ingest_events_spark(
+        engine.session(),
+        events if is_table else str(Path(events).resolve()),
+        schema=engine.work_schema,
+        fmt=settings.events_format,
+        as_of=settings.as_of_date(),
+        run_id=context.run_id,
+        max_bad_share=config.max_bad_share,
+        pseudonym_key=key,
+        erased_hashes=[
+            r[0] for r in con.execute("select customer_hash from erased_customers").fetchall()
+        ],
+    )
+    con.execute(
+        "create or replace table _event_item_text (item_id varchar, title varchar, price double)"
+    )
+    if spark_ingest.item_text:
+        con.executemany("insert into _event_item_text values (?, ?, ?)", spark_ingest.item_text)
+    return spark_ingest.result
 
 
 @dg.multi_asset(
@@ -112,15 +131,18 @@ def ingested_events(
             replace_opt_outs(con, read_id_list(settings.optout_path), key)
         n_opted_out = con.execute("select count(*) from opted_out_customers").fetchall()[0][0]
         try:
-            result = ingest_events(
-                con,
-                events,
-                fmt=settings.events_format,
-                as_of=settings.as_of_date(),
-                run_id=context.run_id,
-                max_bad_share=config.max_bad_share,
-                pseudonym_key=key,
-            )
+            if engine.is_spark:
+                result = _ingest_on_spark(context, config, settings, engine, con, events, key)
+            else:
+                result = ingest_events(
+                    con,
+                    events,
+                    fmt=settings.events_format,
+                    as_of=settings.as_of_date(),
+                    run_id=context.run_id,
+                    max_bad_share=config.max_bad_share,
+                    pseudonym_key=key,
+                )
             n_items = ingest_items(con, items, run_id=context.run_id)
             shown = (
                 ingest_impressions(
@@ -135,7 +157,10 @@ def ingested_events(
             )
         except IngestError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        engine.share(con, INGEST_TABLES, settings.work_path)
+        if engine.is_spark:
+            # The events stay in Spark; the driver keeps the small tables its steps read.
+            engine.collect(con, ["ingest_manifest", "quarantined_events"], settings.work_path)
+            engine.share(con, SMALL_INGEST_TABLES, settings.work_path)
     common = {"as_of": str(result.as_of), "rows_read": result.rows_read}
     yield dg.MaterializeResult(
         asset_key="raw_events",

@@ -4,8 +4,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from seg_pipeline.defs.engine import SqlEngine
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.privacy import ensure_privacy_tables, forget_customers
+from seg_pipeline.lib.spark.privacy import forget_in_spark
 
 
 class ErasureConfig(dg.Config):
@@ -24,6 +26,7 @@ def customer_erasures(
     settings: PipelineSettings,
     duckdb: DuckDBResource,
     mlflow_tracking: MLflowTracking,
+    engine: SqlEngine,
 ) -> dg.MaterializeResult:
     """Keyed hashes of erased customers; materialise with customer_ids to erase them everywhere."""
     settings.work_path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +42,11 @@ def customer_erasures(
                 artifact_root=mlflow_tracking.artifact_root(),
             )
         total = con.execute("select count(*) from erased_customers").fetchall()[0][0]
+    if config.customer_ids and engine.is_spark:
+        report["deleted"] = {
+            **report.get("deleted", {}),
+            **forget_in_spark(engine.session(), config.customer_ids, engine.schemas()),
+        }
     if report.get("artifacts_mentioning"):
         raise dg.Failure(
             f"erased from tables, but MLflow artefacts still mention the id: "

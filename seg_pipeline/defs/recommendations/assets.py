@@ -1,6 +1,8 @@
 """Recommendations: a refit or a rescore night as a thin asset over
 ``seg_pipeline.lib.recommendations.nightly``, where every list is scored."""
 
+from functools import partial
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
@@ -28,6 +30,7 @@ from seg_pipeline.lib.recommendations.nightly import (
     refit_night,
     rescore_night,
 )
+from seg_pipeline.lib.spark.als import mllib_candidates
 from seg_pipeline.lib.timing import PhaseTimer
 
 
@@ -89,6 +92,11 @@ class RecommendationConfig(dg.Config):
     """List length, evaluation split, search and business rules."""
 
     n: int = Field(default=10, description="Recommendations per customer.")
+    mllib_als: bool = Field(
+        default=True,
+        description="On the Spark engine, add MLlib's implicit ALS (fitted on Spark) to the "
+        "candidates the validation window chooses from.",
+    )
     holdout_days: int = Field(default=30, description="Last days before as_of used for validation.")
     search: bool = Field(
         default=True,
@@ -226,7 +234,7 @@ _LIST_RULES = {
     "new_item_min_similarity",
 }
 # Config fields the library takes in another shape (or not at all).
-_NOT_NIGHT_SETTINGS = {"register_model", "weights", "similarity"} | _LIST_RULES
+_NOT_NIGHT_SETTINGS = {"register_model", "weights", "similarity", "mllib_als"} | _LIST_RULES
 # Settings that do not change which model is fitted: changing them does not force a refit.
 _NOT_MODEL_SETTINGS = {
     "retrain_every_days",
@@ -322,6 +330,14 @@ def recommendations(
     lists. Nights between: re-score only changed customers with the kept model."""
     phases = PhaseTimer()
     night_settings = config.to_settings()
+    if engine.is_spark and config.mllib_als:
+        night_settings.extra_candidates = partial(
+            mllib_candidates,
+            engine.session(),
+            engine.staging(settings.work_path),
+            factors=night_settings.factors[0],
+            random_state=night_settings.random_state,
+        )
     with duckdb.get_connection() as con:
         # Before tonight's lists replace last night's: new impressions are credited to the
         # lists that were shown.

@@ -58,11 +58,13 @@ def default_grid(
     search: bool = True,
     random_state: int = 42,
     families: Sequence[str] = (),
+    extra: Sequence[Recommender] = (),
 ) -> list[Recommender]:
     """The candidate configurations; ``search=False`` is the short list for large data.
 
     ``families`` (model name prefixes such as ``als`` or ``item_knn``) keeps only those models,
-    besides the popularity baselines every evaluation needs; empty keeps all.
+    besides the popularity baselines every evaluation needs; empty keeps all. ``extra`` are an
+    engine's own candidates (the Spark engine's MLlib ALS), added to either list.
 
     The short list has one setting per family, with ALS at a half and a quarter of the first
     factor count (at least 16) and 8 iterations. At 10M events the champion's fit and the scoring
@@ -81,6 +83,7 @@ def default_grid(
             SegmentPopularityRecommender(window_days=90),
             *[ALSRecommender(factors=f, iterations=8, random_state=random_state) for f in sizes],
             ItemKNNRecommender(weighting="cosine", k=50),
+            *extra,
         ]
         return _only(grid, families)
     grid: list[Recommender] = [
@@ -111,7 +114,7 @@ def default_grid(
     ]
     grid += [RP3BetaRecommender(alpha=1.0, beta=beta, k=200) for beta in (0.3, 0.6)]
     grid += [ShrunkCosineRecommender(k=100, shrink=shrink) for shrink in (10.0, 100.0)]
-    return _only(grid, families)
+    return _only([*grid, *extra], families)
 
 
 def _only(grid: list[Recommender], families: Sequence[str]) -> list[Recommender]:

@@ -15,6 +15,7 @@ Both return the lists and what to write and log; writing is ``tables.write_refit
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -89,6 +90,9 @@ class NightSettings:
     diversity_max_ndcg_cost: float = 0.02
     feedback: fb.FeedbackSettings = field(default_factory=fb.FeedbackSettings)
     new_items: NewItemSettings = field(default_factory=NewItemSettings)
+    # An engine's own candidates (the Spark engine: MLlib ALS): called with whether tonight
+    # searches the full grid (True) or compares the short list for large data (False).
+    extra_candidates: Callable[[bool], list] | None = None
 
 
 @dataclass
@@ -340,6 +344,7 @@ def refit_night(
         search=search,
         random_state=settings.random_state,
         families=list(settings.families),
+        extra=settings.extra_candidates(search) if settings.extra_candidates else (),
     )
     phases.lap("selection data")
     evaluation = evaluate(

@@ -25,8 +25,10 @@ appender.console.name = console
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
-logger.derby.name = org.apache.hadoop.hive.metastore
-logger.derby.level = error
+logger.metastore.name = org.apache.hadoop.hive.metastore
+logger.metastore.level = error
+logger.hiveconf.name = org.apache.hadoop.hive.conf.HiveConf
+logger.hiveconf.level = error
 """
 
 

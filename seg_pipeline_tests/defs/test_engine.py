@@ -1,0 +1,143 @@
+"""The same nightly_job on both engines, on one small synthetic shop: the Spark engine's published
+tables (read with Spark SQL) against the DuckDB engine's published file."""
+
+import uuid
+
+import duckdb
+import pandas as pd
+import pytest
+
+from seg_pipeline.definitions import build_definitions
+from seg_pipeline.defs.engine import SqlEngine
+from seg_pipeline.defs.resources import PipelineSettings
+from seg_pipeline.lib.contract import CONTRACT_TABLES, MAY_BE_EMPTY, PUBLISHED_TABLES
+
+
+def _night(root, shop, engine: SqlEngine):
+    settings = PipelineSettings(
+        events_path=str(shop["events"]),
+        items_path=str(shop["items"]),
+        database=str(root / "published.duckdb"),
+        demo_dir=str(root / "demo"),
+    )
+    defs = build_definitions(settings, f"sqlite:///{root / 'mlflow.db'}", engine=engine)
+    return defs.resolve_job_def("nightly_job").execute_in_process(raise_on_error=False), settings
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory, small_shop_files, spark, spark_remote):
+    base = f"t{uuid.uuid4().hex[:10]}"
+    engine = SqlEngine(
+        engine="spark",
+        spark_remote=spark_remote,
+        work_schema=f"{base}_work",
+        published_schema=base,
+        staging_dir=str(tmp_path_factory.mktemp("staging")),
+    )
+    on_spark, _ = _night(tmp_path_factory.mktemp("spark_night"), small_shop_files, engine)
+    on_duckdb, settings = _night(tmp_path_factory.mktemp("duckdb_night"), small_shop_files, None)
+    con = duckdb.connect(str(settings.published_path), read_only=True)
+    yield on_spark, on_duckdb, con, engine
+    con.close()
+    for schema in engine.schemas():
+        spark.sql(f"drop database if exists {schema} cascade")
+
+
+def _frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Values in comparable types: decimals as floats, timestamps without their unit."""
+    out = frame.drop(columns=["run_id"]).sort_values("customer_id").reset_index(drop=True)
+    for column in out.columns:
+        if out[column].dtype == object and len(out) and hasattr(out[column].iloc[0], "as_tuple"):
+            out[column] = out[column].astype(float)
+        elif pd.api.types.is_datetime64_any_dtype(out[column]):
+            out[column] = out[column].astype("datetime64[us]")
+        elif pd.api.types.is_integer_dtype(out[column]):
+            out[column] = out[column].astype("int64")
+    # Missing values the same way on both sides (Arrow strings give NaN, DuckDB None).
+    return out.astype(object).where(out.notna(), None)
+
+
+def test_spark_night_passes_every_check_dbt_tests_included(nights):
+    on_spark, on_duckdb, _, _ = nights
+    assert on_spark.success and on_duckdb.success
+    spark_checks = on_spark.get_asset_check_evaluations()
+    assert [e.check_name for e in spark_checks if not e.passed] == []
+    # dbt's tests ran on Spark as asset checks, the same ones as on DuckDB.
+    names = sorted(e.check_name for e in spark_checks)
+    assert names == sorted(e.check_name for e in on_duckdb.get_asset_check_evaluations())
+    assert any(n.startswith("unique_combination_") for n in names)
+
+
+def test_customer_rfm_equals_the_duckdb_engines_row_for_row(nights, spark):
+    _, _, con, engine = nights
+    on_spark = spark.table(f"{engine.published_schema}.customer_rfm").toPandas()
+    on_duckdb = con.execute("select * from customer_rfm").df()
+    assert len(on_duckdb) > 300
+    pd.testing.assert_frame_equal(
+        _frame(on_spark)[list(_frame(on_duckdb).columns)], _frame(on_duckdb), check_dtype=False
+    )
+
+
+def test_every_contract_table_is_published_in_spark_from_one_run(nights, spark):
+    on_spark, _, con, engine = nights
+    schema = engine.published_schema
+    for table in PUBLISHED_TABLES:
+        view = spark.table(f"{schema}.{table}")
+        n = view.count()
+        assert n == con.execute(f"select count(*) from {table}").fetchall()[0][0], table
+        if table in CONTRACT_TABLES:
+            assert n > 0 or table in MAY_BE_EMPTY, table
+            run_ids = {r["run_id"] for r in view.select("run_id").distinct().collect()}
+            assert run_ids <= {on_spark.run_id} and (run_ids or n == 0), table
+    run = spark.table(f"{schema}.published_run").collect()[0]
+    assert run["run_id"] == on_spark.run_id
+
+
+def test_keys_and_invariants_hold_in_spark_sql(nights, spark):
+    _, _, _, engine = nights
+    s = engine.published_schema
+    duplicates = spark.sql(
+        f"""
+        select (select count(*) from (select customer_id, rank from {s}.customer_recommendations
+                                      group by all having count(*) > 1)) as rec_keys,
+               (select count(*) from (select customer_id from {s}.customer_segments
+                                      group by all having count(*) > 1)) as seg_keys,
+               (select count(*) from (select customer_id from {s}.customer_360
+                                      group by all having count(*) > 1)) as c360_keys,
+               (select count(*) from {s}.customer_recommendations where reason is null) as no_reason,
+               (select count(*) from {s}.customer_rfm
+                 where rfm_cell <> concat(r_score, f_score, m_score)) as bad_cells,
+               (select count(*) from {s}.customer_segments s
+                 left anti join {s}.customer_rfm r using (customer_id)) as unscored
+        """
+    ).collect()[0]
+    assert duplicates.asDict() == {
+        "rec_keys": 0,
+        "seg_keys": 0,
+        "c360_keys": 0,
+        "no_reason": 0,
+        "bad_cells": 0,
+        "unscored": 0,
+    }
+    # No list repeats an item the customer already bought.
+    bought = spark.sql(
+        f"""
+        select count(*) as n from {s}.customer_recommendations r
+        join {engine.work_schema}.int_customer_item_daily d
+          on d.customer_id = r.customer_id and d.item_id = r.item_id and d.n_orders > 0
+        """
+    ).collect()[0]["n"]
+    assert bought == 0
+
+
+def test_the_champion_scores_as_on_duckdb(nights, spark):
+    _, _, con, engine = nights
+    on_spark = spark.sql(
+        f"select model, ndcg from {engine.published_schema}.recommendation_metrics "
+        "where is_champion"
+    ).collect()[0]
+    model, ndcg = con.execute(
+        "select model, ndcg from recommendation_metrics where is_champion"
+    ).fetchall()[0]
+    assert on_spark["model"] == model
+    assert on_spark["ndcg"] == pytest.approx(ndcg, rel=0.03)
