@@ -1,7 +1,7 @@
 .PHONY: setup demo test lint ui
 
 setup:
-	pip install -e ".[dev]"
+	pip install -e ".[dev,spark]"
 
 demo:
 	seg-pipeline demo

@@ -2,6 +2,7 @@
 
     python bench/scale.py --events 1000000
     python bench/scale.py --events 10000000 --skip-minimal
+    python bench/scale.py --events 1000000 --engine spark --skip-minimal
 
 It generates a seeded synthetic shop of N events (Parquet; power-law items, customers and
 activity over a year; about N/10 customers and up to 50k items), runs ``seg-pipeline run`` on it
@@ -9,6 +10,10 @@ in a child process and prints the wall time of every step, the total and the pea
 invocation it runs the minimal hand-written script the scale issue describes (DuckDB RFM,
 scikit-learn K-Means, implicit ALS with 64 factors and 10 iterations, top-10 for every customer)
 and prints the ratio of the two.
+
+With ``--engine spark`` it starts a local Spark Connect server (``local[2]``) of its own, runs the
+job on the Spark engine and, in the same invocation, on the DuckDB engine, and prints both per
+step with the peak RSS of the driver (the ``seg-pipeline`` process) and of the Connect server.
 """
 
 from __future__ import annotations
@@ -114,7 +119,9 @@ def clear_outputs(out: Path, stem: str) -> Path:
     return out / f"{stem}.duckdb"
 
 
-def run_job(events: str, items: Path, database: Path, env: dict) -> tuple[float, float, dict]:
+def run_job(
+    events: str, items: Path, database: Path, env: dict, engine: str = "duckdb"
+) -> tuple[float, float, dict]:
     """``seg-pipeline run`` under /usr/bin/time: wall seconds, peak RSS MB, seconds per step."""
     wall, rss, _, err = timed(
         [
@@ -128,10 +135,61 @@ def run_job(events: str, items: Path, database: Path, env: dict) -> tuple[float,
             str(items),
             "--database",
             str(database),
+            "--engine",
+            engine,
         ],
         env,
     )
     return wall, rss, {s: float(t) for s, t in re.findall(r"✓ (\S+) \(([\d.]+) s\)", err)}
+
+
+def server_peak_mb(state: Path) -> float | None:
+    """Peak RSS (VmHWM) of the Connect server started in ``state``, while it still runs."""
+    for pid_file in state.glob("*SparkConnectServer*.pid"):
+        status = Path(f"/proc/{pid_file.read_text().strip()}/status")
+        if status.exists():
+            match = re.search(r"VmHWM:\s+(\d+) kB", status.read_text())
+            if match:
+                return int(match.group(1)) / 1024
+    return None
+
+
+def compare_engines(args, out: Path, events: Path, env: dict) -> None:
+    """The job on the Spark engine (a fresh local Connect server) and on DuckDB, per step."""
+    from seg_pipeline.lib.spark.server import start_server, stop_server
+
+    state = out / f"spark_state_{args.events}"
+    shutil.rmtree(state, ignore_errors=True)
+    started = time.perf_counter()
+    remote = start_server(state, port=15022, driver_memory=args.spark_memory)
+    print(f"Connect server start-up: {time.perf_counter() - started:.1f} s ({remote})")
+    items = out / f"items_{args.events}.csv"
+    try:
+        spark_env = {**env, "SPARK_REMOTE": remote, "SEG_SPARK_STAGING": str(state / "staging")}
+        runs = {
+            "spark": run_job(
+                str(events), items, clear_outputs(out, f"spark_{args.events}"), spark_env, "spark"
+            )
+        }
+        server_mb = server_peak_mb(state)
+    finally:
+        stop_server(state)
+    runs["duckdb"] = run_job(
+        str(events), items, clear_outputs(out, f"published_{args.events}"), env, "duckdb"
+    )
+    steps = sorted(
+        set(runs["spark"][2]) | set(runs["duckdb"][2]), key=lambda s: -runs["spark"][2].get(s, 0)
+    )
+    print(f"\n{args.events:,} events: seconds per step   {'spark':>8s} {'duckdb':>8s}")
+    for step in steps:
+        s, d = runs["spark"][2].get(step, 0.0), runs["duckdb"][2].get(step, 0.0)
+        if max(s, d) >= 0.05:
+            print(f"  {step:60s} {s:8.1f} {d:8.1f}")
+    for name, (wall, rss, _) in runs.items():
+        print(f"{name}: total wall {wall:.1f} s, driver peak RSS {rss:,.0f} MB")
+    if server_mb is not None:
+        print(f"spark: Connect server peak RSS {server_mb:,.0f} MB")
+    print(f"ratio spark / duckdb: {runs['spark'][0] / runs['duckdb'][0]:.2f}")
 
 
 def main() -> None:
@@ -139,6 +197,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "scale"))
     parser.add_argument("--skip-minimal", action="store_true")
+    parser.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default="duckdb",
+        help="spark: run the Spark engine and the DuckDB engine, side by side",
+    )
+    parser.add_argument("--spark-memory", default="8g", help="the local Connect server's heap")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +212,9 @@ def main() -> None:
     print(f"data generation: {time.perf_counter() - started:.1f} s (not counted below)")
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{args.events}.db'}"}
+    if args.engine == "spark":
+        compare_engines(args, out, events, env)
+        return
     database = clear_outputs(out, f"published_{args.events}")
     wall, rss, steps = run_job(str(events), out / f"items_{args.events}.csv", database, env)
     print(f"\npipeline, {args.events:,} events: per step (s)")

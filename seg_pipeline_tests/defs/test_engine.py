@@ -1,6 +1,7 @@
 """The same nightly_job on both engines, on one small synthetic shop: the Spark engine's published
 tables (read with Spark SQL) against the DuckDB engine's published file."""
 
+import datetime
 import uuid
 
 import duckdb
@@ -47,8 +48,11 @@ def _frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Values in comparable types: decimals as floats, timestamps without their unit."""
     out = frame.drop(columns=["run_id"]).sort_values("customer_id").reset_index(drop=True)
     for column in out.columns:
-        if out[column].dtype == object and len(out) and hasattr(out[column].iloc[0], "as_tuple"):
+        first = out[column].iloc[0] if len(out) else None
+        if out[column].dtype == object and hasattr(first, "as_tuple"):
             out[column] = out[column].astype(float)
+        elif isinstance(first, datetime.date):
+            out[column] = pd.to_datetime(out[column])
         elif pd.api.types.is_datetime64_any_dtype(out[column]):
             out[column] = out[column].astype("datetime64[us]")
         elif pd.api.types.is_integer_dtype(out[column]):
@@ -84,7 +88,13 @@ def test_every_contract_table_is_published_in_spark_from_one_run(nights, spark):
     for table in PUBLISHED_TABLES:
         view = spark.table(f"{schema}.{table}")
         n = view.count()
-        assert n == con.execute(f"select count(*) from {table}").fetchall()[0][0], table
+        on_duckdb = con.execute(f"select count(*) from {table}").fetchall()[0][0]
+        if table == "recommendation_metrics":
+            # The Spark engine evaluates MLlib's ALS besides the DuckDB engine's candidates.
+            assert view.where("model = 'mllib_als'").count() > 0
+            assert n > on_duckdb
+        else:
+            assert n == on_duckdb, table
         if table in CONTRACT_TABLES:
             assert n > 0 or table in MAY_BE_EMPTY, table
             run_ids = {r["run_id"] for r in view.select("run_id").distinct().collect()}
@@ -104,7 +114,8 @@ def test_keys_and_invariants_hold_in_spark_sql(nights, spark):
                                       group by all having count(*) > 1)) as seg_keys,
                (select count(*) from (select customer_id from {s}.customer_360
                                       group by all having count(*) > 1)) as c360_keys,
-               (select count(*) from {s}.customer_recommendations where reason is null) as no_reason,
+               (select count(*) from {s}.customer_recommendations
+                 where reason is null) as no_reason,
                (select count(*) from {s}.customer_rfm
                  where rfm_cell <> concat(r_score, f_score, m_score)) as bad_cells,
                (select count(*) from {s}.customer_segments s

@@ -1,6 +1,7 @@
 """Recommendations: a refit or a rescore night as a thin asset over
 ``seg_pipeline.lib.recommendations.nightly``, where every list is scored."""
 
+from dataclasses import replace
 from functools import partial
 
 import dagster as dg
@@ -331,12 +332,15 @@ def recommendations(
     phases = PhaseTimer()
     night_settings = config.to_settings()
     if engine.is_spark and config.mllib_als:
-        night_settings.extra_candidates = partial(
-            mllib_candidates,
-            engine.session(),
-            engine.staging(settings.work_path),
-            factors=night_settings.factors[0],
-            random_state=night_settings.random_state,
+        night_settings = replace(
+            night_settings,
+            extra_candidates=partial(
+                mllib_candidates,
+                engine.session(),
+                engine.staging(settings.work_path),
+                factors=night_settings.factors[0],
+                random_state=night_settings.random_state,
+            ),
         )
     with duckdb.get_connection() as con:
         # Before tonight's lists replace last night's: new impressions are credited to the

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -97,13 +98,30 @@ class SparkALSRecommender(ALSRecommender):
                 ratingCol="r",
                 coldStartStrategy="nan",
             )
-            fitted = als.fit(ratings)
-            users = _dense(fitted.userFactors, matrix.shape[0], self.factors)
-            items = _dense(fitted.itemFactors, matrix.shape[1], self.factors)
-            del fitted  # releases the server-side model reference
+            with _active(self.spark):
+                fitted = als.fit(ratings)
+                users = _dense(fitted.userFactors, matrix.shape[0], self.factors)
+                items = _dense(fitted.itemFactors, matrix.shape[1], self.factors)
+                del fitted  # releases the server-side model reference
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return users, items
+
+
+@contextmanager
+def _active(spark):
+    """Make ``spark`` this thread's active Connect session for a while: pyspark.ml finds a
+    fitted model's server-side state (its factors, its release) through the active session,
+    which in a process with two sessions (the tests') may be the other one."""
+    from pyspark.sql.connect.session import SparkSession
+
+    local = SparkSession._active_session
+    previous = getattr(local, "session", None)
+    local.session = spark
+    try:
+        yield
+    finally:
+        local.session = previous
 
 
 def _dense(frame, n: int, rank: int) -> np.ndarray:
@@ -118,7 +136,7 @@ def _dense(frame, n: int, rank: int) -> np.ndarray:
 
 
 def mllib_candidates(
-    spark, staging: Path, *, factors: int, search: bool, random_state: int
+    spark, staging: Path, search: bool, *, factors: int, random_state: int
 ) -> list[SparkALSRecommender]:
     """The MLlib ALS settings the Spark engine adds to the grid: two regularisations at the
     grid's first factor count, or (the short list for large data) one at a quarter of it with
