@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,14 +14,39 @@ import pytest
 from seg_pipeline_tests.conftest import SHARED_DATASET
 
 
-def _run(args, cwd):
+def _run(args, cwd, env=None):
     return subprocess.run(
         [sys.executable, "-m", "seg_pipeline.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
+
+
+def test_the_spark_engine_without_an_endpoint_fails_in_one_line_naming_it(tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_text("customer_id,item_id,event_ts\nc1,i1,2025-01-01\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SEG_ENGINE")}
+    proc = _run(
+        [
+            "run",
+            "--engine",
+            "spark",
+            "--events",
+            str(events),
+            "--database",
+            str(tmp_path / "pub.duckdb"),
+            "--quiet",
+        ],
+        tmp_path,
+        env,
+    )
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "SPARK_REMOTE" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_bad_input_exits_non_zero_with_one_readable_line(tmp_path):

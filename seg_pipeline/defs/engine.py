@@ -76,6 +76,8 @@ class SqlEngine(dg.ConfigurableResource):
                 # A session of its own (not the process's default), so that stopping it at
                 # teardown leaves any other session of the process open.
                 self._session = SparkSession.builder.remote(remote).create()
+                # Timestamps are UTC throughout the pipeline, whatever the cluster's default.
+                self._session.conf.set("spark.sql.session.timeZone", "UTC")
             except Exception as exc:
                 raise dg.Failure(f"cannot reach Spark Connect at {remote}: {exc}") from exc
         return self._session

@@ -1,6 +1,9 @@
 import dagster as dg
+import pytest
 
-from seg_pipeline.definitions import defs
+from seg_pipeline.definitions import build_definitions, defs
+from seg_pipeline.defs.engine import engine_from_env
+from seg_pipeline.defs.resources import PipelineSettings
 from seg_pipeline.lib.contract import PUBLISHED_TABLES
 
 
@@ -33,3 +36,15 @@ def test_dbt_tests_and_python_checks_are_asset_checks():
 def test_every_asset_has_a_description():
     for node in defs.resolve_asset_graph().asset_nodes:
         assert node.description, f"{node.key.to_user_string()} has no description"
+
+
+def test_the_engine_comes_from_the_environment_and_reaches_every_step():
+    engine = engine_from_env({"SEG_ENGINE": "spark", "SPARK_REMOTE": "sc://spark-host:15002"})
+    assert engine.is_spark and engine.remote() == "sc://spark-host:15002"
+    assert engine.dbt_args() == ["--target", "spark"]
+    assert engine.dbt_vars() == {"spark_work_schema": "seg_pipeline_work"}
+    built = build_definitions(PipelineSettings(), engine=engine)
+    assert built.resources["engine"].engine == "spark"
+    assert not engine_from_env({}).is_spark and engine_from_env({}).dbt_args() == []
+    with pytest.raises(dg.Failure, match="unknown engine 'flink'"):
+        _ = engine_from_env({"SEG_ENGINE": "flink"}).is_spark

@@ -54,6 +54,8 @@ def _frame(frame: pd.DataFrame) -> pd.DataFrame:
         elif isinstance(first, datetime.date):
             out[column] = pd.to_datetime(out[column])
         elif pd.api.types.is_datetime64_any_dtype(out[column]):
+            if getattr(out[column].dt, "tz", None) is not None:
+                out[column] = out[column].dt.tz_convert("UTC").dt.tz_localize(None)
             out[column] = out[column].astype("datetime64[us]")
         elif pd.api.types.is_integer_dtype(out[column]):
             out[column] = out[column].astype("int64")

@@ -94,7 +94,7 @@ def _land(spark, events: str, view: str) -> list[str]:
                 )
                 frame = frame.select("*", F.col("_metadata.file_path").alias("_source_file"))
             frame = frame.withColumn("_order", F.monotonically_increasing_id())
-            files = sorted(r[0] for r in frame.select("_source_file").distinct().collect())
+            files = []  # known once the rows are classified (one pass over the files)
         except Exception as exc:  # Spark's analysis errors name the path; keep the first line
             raise IngestError(f"cannot read {events}: {str(exc).splitlines()[0]}") from exc
     # Lines in file order: the header is line 1, as in the DuckDB engine.
@@ -155,10 +155,44 @@ def ingest_events_spark(
     schema = _checked(schema)
     spark.sql(f"create database if not exists {schema}")
     tag = uuid.uuid4().hex[:8]
+    try:
+        return _ingest(
+            spark,
+            events,
+            schema,
+            tag,
+            fmt,
+            as_of,
+            run_id,
+            non_product_items,
+            max_bad_share,
+            pseudonym_key,
+            erased_hashes,
+        )
+    finally:
+        for view in (f"_landing_{tag}", f"_classified_{tag}", f"_classified_{tag}_final"):
+            spark.catalog.dropTempView(view)
+        spark.sql(f"drop table if exists {schema}._ingest_rows")
+
+
+def _ingest(
+    spark,
+    events,
+    schema,
+    tag,
+    fmt,
+    as_of,
+    run_id,
+    non_product_items,
+    max_bad_share,
+    pseudonym_key,
+    erased_hashes,
+) -> SparkIngest:
+    """``ingest_events_spark`` once the schema and the temporary names are set."""
     landing, classified = f"_landing_{tag}", f"_classified_{tag}"
     files = _land(spark, events, landing)
     cols = [c for c in spark.table(landing).columns if not c.startswith("_")]
-    check_columns(fmt, cols, files)
+    check_columns(fmt, cols, files or [events])
     as_of_given = as_of is not None
     non_products = ", ".join(_quote(i) for i in non_product_items) or "cast(null as string)"
     erased = ", ".join(_quote(h) for h in erased_hashes)
@@ -232,8 +266,34 @@ def ingest_events_spark(
         from {classified}
         """
     ).createOrReplaceTempView(f"{classified}_final")
-    final = f"{classified}_final"
+    # Every row with its reason, written once: the tables, the counts and the items' text below
+    # read this instead of parsing the input files and numbering their lines again.
+    final = f"{schema}._ingest_rows"
+    spark.sql(f"drop table if exists {final}")
+    spark.sql(f"create table {final} using parquet as select * from {classified}_final")
+    files = files or sorted(
+        r[0] for r in spark.sql(f"select distinct _source_file from {final}").collect()
+    )
     file_array = ", ".join(_quote(f) for f in files)
+    counts = {
+        r["reason"]: r["n"]
+        for r in spark.sql(
+            f"select coalesce(reason, if(erased, '_erased', '_used')) as reason, count(*) as n "
+            f"from {final} group by 1"
+        ).collect()
+    }
+    rows_used = counts.pop("_used", 0)
+    rows_erased = counts.pop("_erased", 0)
+    rows_quarantined = sum(counts.values())
+    rows_read = rows_used + rows_quarantined + rows_erased
+    if rows_read == 0:
+        raise IngestError(f"no event rows in {Path(events).name}")
+    if rows_quarantined > max_bad_share * rows_read:
+        top = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
+        raise IngestError(
+            f"{rows_quarantined} of {rows_read} rows ({rows_quarantined / rows_read:.0%}) are bad, "
+            f"above the {max_bad_share:.0%} limit; nothing was published ({top})"
+        )
     spark.sql(f"drop table if exists {schema}.raw_events")
     spark.sql(
         f"""
@@ -262,25 +322,6 @@ def ingest_events_spark(
         where reason is not null
         """
     )
-    counts = {
-        r["reason"]: r["n"]
-        for r in spark.sql(
-            f"select coalesce(reason, if(erased, '_erased', '_used')) as reason, count(*) as n "
-            f"from {final} group by 1"
-        ).collect()
-    }
-    rows_used = counts.pop("_used", 0)
-    rows_erased = counts.pop("_erased", 0)
-    rows_quarantined = sum(counts.values())
-    rows_read = rows_used + rows_quarantined + rows_erased
-    if rows_read == 0:
-        raise IngestError(f"no event rows in {', '.join(Path(f).name for f in files)}")
-    if rows_quarantined > max_bad_share * rows_read:
-        top = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
-        raise IngestError(
-            f"{rows_quarantined} of {rows_read} rows ({rows_quarantined / rows_read:.0%}) are bad, "
-            f"above the {max_bad_share:.0%} limit; nothing was published ({top})"
-        )
     spark.sql(f"drop table if exists {schema}.ingest_manifest")
     spark.sql(
         f"""
@@ -324,8 +365,6 @@ def ingest_events_spark(
                 """
             ).collect()
         ]
-    for view in (landing, classified, final):
-        spark.catalog.dropTempView(view)
     return SparkIngest(
         result=IngestResult(
             files=files,

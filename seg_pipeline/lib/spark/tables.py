@@ -112,7 +112,9 @@ def publish_in_spark(spark, tables: list[str], work: str, published: str, run_id
     for table in tables:
         versioned = f"{published}.{_checked(table)}__{tag}"
         spark.sql(f"drop table if exists {versioned}")
-        spark.table(f"{_checked(work)}.{table}").write.format("parquet").saveAsTable(versioned)
+        _hive_compatible(spark.table(f"{_checked(work)}.{table}")).write.format(
+            "parquet"
+        ).saveAsTable(versioned)
         counts[table] = spark.table(versioned).count()
     for table in tables:
         spark.sql(
@@ -127,6 +129,23 @@ def publish_in_spark(spark, tables: list[str], work: str, published: str, run_id
         spark, published, tables, keep={tag, previous_tag(spark, published, tag, run_id)}
     )
     return counts
+
+
+def _hive_compatible(frame):
+    """``frame`` with its timestamps without time zone (which Hive, and so Trino over the
+    same metastore, cannot read) as timestamps; the session's time zone is UTC, so the
+    values are unchanged."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import TimestampNTZType
+
+    return frame.select(
+        *[
+            F.col(f"`{f.name}`").cast("timestamp").alias(f.name)
+            if isinstance(f.dataType, TimestampNTZType)
+            else F.col(f"`{f.name}`")
+            for f in frame.schema.fields
+        ]
+    )
 
 
 def _versions(spark, schema: str) -> dict[str, set[str]]:
