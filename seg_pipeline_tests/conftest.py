@@ -8,6 +8,26 @@ import pytest
 
 from seg_pipeline.lib.synthetic import generate_shop, write_shop
 
+# Files that take minutes, longest first. Each test worker takes a whole file (``--dist
+# loadfile``) in collection order: started last, one of these left a worker running alone for
+# minutes at the end of the suite.
+SLOW_FILES = (
+    "test_killed_runs.py",
+    "test_shop_shapes.py",
+    "test_engine.py",
+    "test_reliability.py",
+    "test_end_to_end.py",
+    "test_cli.py",
+    "test_incremental_rescoring.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Put the slow files first (a stable sort: the order within a file is kept)."""
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))
+
+
 SHARED_DATASET = (
     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "online_retail.csv.gz"
 )

@@ -83,8 +83,11 @@ class SqlEngine(dg.ConfigurableResource):
         return self._session
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.is_spark:
-            os.environ["SPARK_REMOTE"] = self.remote()
+        # dbt (a subprocess) finds the endpoint in the environment. A missing one is reported
+        # by the first step that needs Spark, with the step's name.
+        remote = self.spark_remote or os.environ.get("SPARK_REMOTE")
+        if self.is_spark and remote:
+            os.environ["SPARK_REMOTE"] = remote
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         # A Connect client that fitted models hangs at exit unless the session is stopped.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from seg_pipeline.lib.ingest.formats import FORMATS, ONLINE_RETAIL_NON_PRODUCT, check_columns
 from seg_pipeline.lib.ingest.results import IngestError, IngestResult
-from seg_pipeline.lib.spark.tables import _checked
+from seg_pipeline.lib.spark.tables import identifier, literal
 
 # An existing Spark table as the events: ``--events spark:<schema>.<table>``.
 TABLE_PREFIX = "spark:"
@@ -42,10 +42,6 @@ class SparkIngest:
 
     result: IngestResult
     item_text: list[tuple] = field(default_factory=list)  # (item_id, title, price) per item
-
-
-def _quote(text: str) -> str:
-    return "'" + str(text).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _land(spark, events: str, view: str) -> list[str]:
@@ -152,7 +148,7 @@ def ingest_events_spark(
         raise IngestError(f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}")
     if non_product_items is None:
         non_product_items = ONLINE_RETAIL_NON_PRODUCT if fmt == "online_retail" else ()
-    schema = _checked(schema)
+    schema = identifier(schema)
     spark.sql(f"create database if not exists {schema}")
     tag = uuid.uuid4().hex[:8]
     try:
@@ -194,17 +190,17 @@ def _ingest(
     cols = [c for c in spark.table(landing).columns if not c.startswith("_")]
     check_columns(fmt, cols, files or [events])
     as_of_given = as_of is not None
-    non_products = ", ".join(_quote(i) for i in non_product_items) or "cast(null as string)"
-    erased = ", ".join(_quote(h) for h in erased_hashes)
+    non_products = ", ".join(literal(i) for i in non_product_items) or "cast(null as string)"
+    erased = ", ".join(literal(h) for h in erased_hashes)
     erased_test = (
-        f"customer_id is not null and sha2({_quote(pseudonym_key)} || ':' || customer_id, 256) "
+        f"customer_id is not null and sha2({literal(pseudonym_key)} || ':' || customer_id, 256) "
         f"in ({erased})"
         if erased and pseudonym_key
         else "false"
     )
     erased_line = (
         f"exists(split(regexp_replace(coalesce(_raw_line, ''), '\"', ''), ','), f -> "
-        f"sha2({_quote(pseudonym_key)} || ':' || regexp_replace(trim(f), '\\\\.0+$', ''), 256) "
+        f"sha2({literal(pseudonym_key)} || ':' || regexp_replace(trim(f), '\\\\.0+$', ''), 256) "
         f"in ({erased}))"
         if erased and pseudonym_key
         else "false"
@@ -274,7 +270,7 @@ def _ingest(
     files = files or sorted(
         r[0] for r in spark.sql(f"select distinct _source_file from {final}").collect()
     )
-    file_array = ", ".join(_quote(f) for f in files)
+    file_array = ", ".join(literal(f) for f in files)
     counts = {
         r["reason"]: r["n"]
         for r in spark.sql(
@@ -306,7 +302,7 @@ def _ingest(
             abs(coalesce(qty, 1)) as quantity,
             price as unit_price, order_id, val as value, country,
             _source_file as source_file, cast(_source_line as bigint) as source_line,
-            {_quote(run_id)} as run_id, content_hash
+            {literal(run_id)} as run_id, content_hash
         from {final}
         where reason is null and not erased
         """
@@ -317,7 +313,7 @@ def _ingest(
         create table {schema}.quarantined_events using parquet as
         select _source_file as source_file, cast(_source_line as bigint) as source_line, reason,
                customer_id, item_id, event_ts, event_type, quantity, unit_price, order_id,
-               value, _raw_line as raw_line, {_quote(run_id)} as run_id
+               value, _raw_line as raw_line, {literal(run_id)} as run_id
         from {final}
         where reason is not null
         """
@@ -326,12 +322,12 @@ def _ingest(
     spark.sql(
         f"""
         create table {schema}.ingest_manifest using parquet as
-        select {_quote(run_id)} as run_id, date '{as_of.isoformat()}' as as_of,
+        select {literal(run_id)} as run_id, date '{as_of.isoformat()}' as as_of,
                cast({rows_read} as bigint) as rows_read, cast({rows_used} as bigint) as rows_used,
                cast({rows_quarantined} as bigint) as rows_quarantined,
                cast({rows_erased} as bigint) as rows_erased, array({file_array}) as source_files,
                cast(current_timestamp() as timestamp_ntz) as ingested_at,
-               {_quote(fmt)} as events_format, {str(as_of_given).lower()} as as_of_given,
+               {literal(fmt)} as events_format, {str(as_of_given).lower()} as as_of_given,
                array({file_array}) as files_read_this_run
         """
     )

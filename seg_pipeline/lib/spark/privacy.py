@@ -7,11 +7,11 @@ so the published views, which select from the versioned tables by name, keep wor
 
 from __future__ import annotations
 
-from seg_pipeline.lib.spark.tables import _checked
+from seg_pipeline.lib.spark.tables import identifier, literal
 
 
 def _id_list(customer_ids: list[str]) -> str:
-    return ", ".join("'" + c.replace("\\", "\\\\").replace("'", "\\'") + "'" for c in customer_ids)
+    return ", ".join(literal(c) for c in customer_ids)
 
 
 def _erased_rows(columns: set[str], ids: str) -> str | None:
@@ -35,7 +35,7 @@ def forget_in_spark(spark, customer_ids: list[str], schemas: list[str]) -> dict[
     ids = _id_list(sorted(set(customer_ids)))
     removed: dict[str, int] = {}
     for schema in schemas:
-        if not spark.catalog.databaseExists(_checked(schema)):
+        if not spark.catalog.databaseExists(identifier(schema)):
             continue
         for table in spark.catalog.listTables(schema):
             if table.tableType == "VIEW" or table.isTemporary:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -20,11 +21,17 @@ import duckdb
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _checked(name: str) -> str:
+def identifier(name: str) -> str:
     """``name`` if it is a plain SQL identifier (names are pasted into Spark SQL)."""
     if not _NAME.match(name):
         raise ValueError(f"not a plain table or schema name: {name!r}")
     return name
+
+
+def literal(text: str) -> str:
+    """``text`` as a Spark SQL string literal (Spark Connect's SQL takes no bound parameters
+    for the statements used here)."""
+    return "'" + str(text).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def to_spark(
@@ -35,12 +42,12 @@ def to_spark(
     present = {
         r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()
     }
-    spark.sql(f"create database if not exists {_checked(schema)}")
+    spark.sql(f"create database if not exists {identifier(schema)}")
     counts = {}
     for table in tables:
         if table not in present:
             continue
-        folder = Path(staging) / f"{_checked(table)}_{uuid.uuid4().hex[:8]}"
+        folder = Path(staging) / f"{identifier(table)}_{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
         try:
             # Written as Parquet by DuckDB, read by Spark's executors: the rows never pass
@@ -80,9 +87,11 @@ def from_spark(
     whole); return the row count of each."""
     counts = {}
     for table in tables:
-        folder = Path(staging) / f"{_checked(table)}_{uuid.uuid4().hex[:8]}"
+        folder = Path(staging) / f"{identifier(table)}_{uuid.uuid4().hex[:8]}"
         try:
-            spark.table(f"{_checked(schema)}.{table}").write.mode("overwrite").parquet(str(folder))
+            spark.table(f"{identifier(schema)}.{table}").write.mode("overwrite").parquet(
+                str(folder)
+            )
             con.execute(
                 f"create or replace table {table} as "
                 f"select * from read_parquet('{folder}/*.parquet')"
@@ -107,12 +116,13 @@ def publish_in_spark(spark, tables: list[str], work: str, published: str, run_id
     run replaces it; older versions are dropped. Returns the row count per table.
     """
     tag = version_tag(run_id)
-    spark.sql(f"create database if not exists {_checked(published)}")
+    published_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    spark.sql(f"create database if not exists {identifier(published)}")
     counts = {}
     for table in tables:
-        versioned = f"{published}.{_checked(table)}__{tag}"
+        versioned = f"{published}.{identifier(table)}__{tag}"
         spark.sql(f"drop table if exists {versioned}")
-        _hive_compatible(spark.table(f"{_checked(work)}.{table}")).write.format(
+        _hive_compatible(spark.table(f"{identifier(work)}.{table}")).write.format(
             "parquet"
         ).saveAsTable(versioned)
         counts[table] = spark.table(versioned).count()
@@ -123,7 +133,8 @@ def publish_in_spark(spark, tables: list[str], work: str, published: str, run_id
         )
     spark.sql(
         f"create or replace view {published}.published_run as "
-        f"select '{run_id}' as run_id, '{tag}' as version, current_timestamp() as published_at"
+        f"select {literal(run_id)} as run_id, {literal(tag)} as version, "
+        f"timestamp {literal(published_at)} as published_at"
     )
     drop_old_versions(
         spark, published, tables, keep={tag, previous_tag(spark, published, tag, run_id)}
@@ -168,9 +179,11 @@ def previous_tag(spark, schema: str, current: str, run_id: str) -> str | None:
         "(version string, run_id string, published_at timestamp) using parquet"
     )
     earlier = spark.sql(
-        f"select max_by(version, published_at) as v from {log} where version <> '{current}'"
+        f"select max_by(version, published_at) as v from {log} where version <> {literal(current)}"
     ).collect()[0]["v"]
-    spark.sql(f"insert into {log} values ('{current}', '{run_id}', current_timestamp())")
+    spark.sql(
+        f"insert into {log} values ({literal(current)}, {literal(run_id)}, current_timestamp())"
+    )
     return earlier
 
 
