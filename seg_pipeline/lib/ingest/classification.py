@@ -23,25 +23,34 @@ REASONS = {
 }
 
 
+def row_reason_sql(is_non_product: str) -> str:
+    """The SQL ``case`` that gives a typed row the first reason of the list above that needs
+    the row alone (NULL: none), in SQL that DuckDB and Spark both run. ``is_non_product`` is
+    the engine's test of ``item_id`` against the non-product codes."""
+    return f"""
+        case
+            when item_id is null then 'missing_item_id'
+            when {is_non_product} then 'non_product'
+            when ts is null then 'bad_timestamp'
+            when etype not in ('purchase', 'return', 'view', 'cart', 'rating')
+                then 'unknown_event_type'
+            when quantity is not null and qty is null then 'bad_quantity'
+            when qty = 0 then 'zero_quantity'
+            when unit_price is not null and (price is null or price < 0) then 'bad_price'
+            when (value is not null and val is null) or (etype = 'rating' and val is null)
+                then 'bad_value'
+            when etype = 'rating' and customer_id is null then 'missing_customer_id'
+        end
+    """
+
+
 def classify(con: duckdb.DuckDBPyConnection, non_product_items: tuple[str, ...]) -> None:
     """Type every landed row and give the bad ones their quarantine reason (``_classified``)."""
     con.execute(
-        """
+        f"""
         create or replace temp table _classified as
         select *,
-            case
-                when item_id is null then 'missing_item_id'
-                when list_contains($non_products, item_id) then 'non_product'
-                when ts is null then 'bad_timestamp'
-                when etype not in ('purchase', 'return', 'view', 'cart', 'rating')
-                    then 'unknown_event_type'
-                when quantity is not null and qty is null then 'bad_quantity'
-                when qty = 0 then 'zero_quantity'
-                when unit_price is not null and (price is null or price < 0) then 'bad_price'
-                when (value is not null and val is null) or (etype = 'rating' and val is null)
-                    then 'bad_value'
-                when etype = 'rating' and customer_id is null then 'missing_customer_id'
-            end as reason,
+            {row_reason_sql("list_contains($non_products, item_id)")} as reason,
             hash(customer_id, item_id, event_ts, event_type, quantity, unit_price, order_id,
                  value, description) as _content_hash
         from _typed

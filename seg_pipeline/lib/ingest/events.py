@@ -24,7 +24,12 @@ from seg_pipeline.lib.ingest.formats import (
 )
 from seg_pipeline.lib.ingest.incremental import incremental_plan, unchanged_result
 from seg_pipeline.lib.ingest.items import derive_event_items
-from seg_pipeline.lib.ingest.results import IngestError, IngestResult, ingest_result
+from seg_pipeline.lib.ingest.results import (
+    IngestError,
+    IngestResult,
+    ingest_result,
+    refuse_too_many_bad,
+)
 from seg_pipeline.lib.ingest.sources import (
     drop_landing,
     file_stat,
@@ -210,12 +215,7 @@ def ingest_events(
     rows_used = counts.pop("_used", 0)
     rows_quarantined = sum(counts.values())
     rows_read = rows_used + rows_quarantined + rows_erased
-    if rows_quarantined > max_bad_share * rows_read:
-        top = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
-        raise IngestError(
-            f"{rows_quarantined} of {rows_read} rows ({rows_quarantined / rows_read:.0%}) are bad, "
-            f"above the {max_bad_share:.0%} limit; nothing was published ({top})"
-        )
+    refuse_too_many_bad(counts, rows_quarantined, rows_read, max_bad_share)
 
     con.execute("begin transaction")
     try:

@@ -46,3 +46,16 @@ def ingest_result(con, files, files_read, as_of, rows_used, rows_quarantined, ro
         n_items=n_items,
         files_read=files_read,
     )
+
+
+def refuse_too_many_bad(
+    counts: dict[str, int], rows_quarantined: int, rows_read: int, max_bad_share: float
+) -> None:
+    """Stop before anything is written when more than ``max_bad_share`` of the rows are bad,
+    naming the three commonest reasons (``counts``: rows per reason)."""
+    if rows_quarantined > max_bad_share * rows_read:
+        top = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
+        raise IngestError(
+            f"{rows_quarantined} of {rows_read} rows ({rows_quarantined / rows_read:.0%}) are bad, "
+            f"above the {max_bad_share:.0%} limit; nothing was published ({top})"
+        )

@@ -13,12 +13,14 @@ replacement characters rather than quarantined as ``invalid_encoding``.
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+from seg_pipeline.lib.ingest.classification import row_reason_sql
 from seg_pipeline.lib.ingest.formats import FORMATS, ONLINE_RETAIL_NON_PRODUCT, check_columns
-from seg_pipeline.lib.ingest.results import IngestError, IngestResult
+from seg_pipeline.lib.ingest.results import IngestError, IngestResult, refuse_too_many_bad
 from seg_pipeline.lib.spark.tables import identifier, literal
 
 # An existing Spark table as the events: ``--events spark:<schema>.<table>``.
@@ -129,6 +131,17 @@ def _normalised(fmt: str, cols: list[str]) -> str:
     """
 
 
+@contextmanager
+def _scratch(spark, schema: str, tag: str):
+    """Drop the ingest's temporary views and its table of classified rows, however it ends."""
+    try:
+        yield
+    finally:
+        for view in (f"_landing_{tag}", f"_classified_{tag}", f"_classified_{tag}_final"):
+            spark.catalog.dropTempView(view)
+        spark.sql(f"drop table if exists {schema}._ingest_rows")
+
+
 def ingest_events_spark(
     spark,
     events: str,
@@ -151,229 +164,183 @@ def ingest_events_spark(
     schema = identifier(schema)
     spark.sql(f"create database if not exists {schema}")
     tag = uuid.uuid4().hex[:8]
-    try:
-        return _ingest(
-            spark,
-            events,
-            schema,
-            tag,
-            fmt,
-            as_of,
-            run_id,
-            non_product_items,
-            max_bad_share,
-            pseudonym_key,
-            erased_hashes,
+    with _scratch(spark, schema, tag):
+        landing, classified = f"_landing_{tag}", f"_classified_{tag}"
+        files = _land(spark, events, landing)
+        cols = [c for c in spark.table(landing).columns if not c.startswith("_")]
+        check_columns(fmt, cols, files or [events])
+        as_of_given = as_of is not None
+        non_products = ", ".join(literal(i) for i in non_product_items) or "cast(null as string)"
+        erased = ", ".join(literal(h) for h in erased_hashes)
+        erased_test = (
+            f"customer_id is not null and "
+            f"sha2({literal(pseudonym_key)} || ':' || customer_id, 256) in ({erased})"
+            if erased and pseudonym_key
+            else "false"
         )
-    finally:
-        for view in (f"_landing_{tag}", f"_classified_{tag}", f"_classified_{tag}_final"):
-            spark.catalog.dropTempView(view)
-        spark.sql(f"drop table if exists {schema}._ingest_rows")
-
-
-def _ingest(
-    spark,
-    events,
-    schema,
-    tag,
-    fmt,
-    as_of,
-    run_id,
-    non_product_items,
-    max_bad_share,
-    pseudonym_key,
-    erased_hashes,
-) -> SparkIngest:
-    """``ingest_events_spark`` once the schema and the temporary names are set."""
-    landing, classified = f"_landing_{tag}", f"_classified_{tag}"
-    files = _land(spark, events, landing)
-    cols = [c for c in spark.table(landing).columns if not c.startswith("_")]
-    check_columns(fmt, cols, files or [events])
-    as_of_given = as_of is not None
-    non_products = ", ".join(literal(i) for i in non_product_items) or "cast(null as string)"
-    erased = ", ".join(literal(h) for h in erased_hashes)
-    erased_test = (
-        f"customer_id is not null and sha2({literal(pseudonym_key)} || ':' || customer_id, 256) "
-        f"in ({erased})"
-        if erased and pseudonym_key
-        else "false"
-    )
-    erased_line = (
-        f"exists(split(regexp_replace(coalesce(_raw_line, ''), '\"', ''), ','), f -> "
-        f"sha2({literal(pseudonym_key)} || ':' || regexp_replace(trim(f), '\\\\.0+$', ''), 256) "
-        f"in ({erased}))"
-        if erased and pseudonym_key
-        else "false"
-    )
-    spark.sql(
-        f"""
-        select *,
-            case
-                when _raw_line is not null then 'malformed_row'
-                when item_id is null then 'missing_item_id'
-                when array_contains(array({non_products}), item_id) then 'non_product'
-                when ts is null then 'bad_timestamp'
-                when etype not in ('purchase', 'return', 'view', 'cart', 'rating')
-                    then 'unknown_event_type'
-                when quantity is not null and qty is null then 'bad_quantity'
-                when qty = 0 then 'zero_quantity'
-                when unit_price is not null and (price is null or price < 0) then 'bad_price'
-                when (value is not null and val is null) or (etype = 'rating' and val is null)
-                    then 'bad_value'
-                when etype = 'rating' and customer_id is null then 'missing_customer_id'
-            end as first_reason,
-            xxhash64({", ".join(_CONTENT)}) as content_hash,
-            case when _raw_line is not null then {erased_line} else {erased_test} end as erased
-        from (
-            select n.*,
-                cast(coalesce(try_to_timestamp(n.event_ts), try_cast(n.event_ts as timestamp))
-                     as timestamp_ntz) as ts,
-                coalesce(lower(n.event_type), 'purchase') as etype,
-                try_cast(n.quantity as double) as qty,
-                try_cast(n.unit_price as double) as price,
-                try_cast(n.value as double) as val
-            from (select {_normalised(fmt, cols)}, _source_file, _source_line, _raw_line
-                  from {landing}) n
+        erased_line = (
+            f"exists(split(regexp_replace(coalesce(_raw_line, ''), '\"', ''), ','), f -> "
+            f"sha2({literal(pseudonym_key)} || ':' || "
+            f"regexp_replace(trim(f), '\\\\.0+$', ''), 256) in ({erased}))"
+            if erased and pseudonym_key
+            else "false"
         )
-        """
-    ).createOrReplaceTempView(classified)
-    if as_of is None:
-        latest = spark.sql(
-            f"select max(ts) as ts from {classified} where item_id is not null "
-            "and etype in ('purchase','return','view','cart','rating') and _raw_line is null"
-        ).collect()[0]["ts"]
-        if latest is None:
-            raise IngestError("no event has a valid item_id and event_ts; nothing to ingest")
-        as_of = latest.date() + timedelta(days=1)
-    as_of_sql = f"timestamp_ntz '{as_of.isoformat()} 00:00:00'"
-    # Later reasons need the whole input: a date on or after as_of, then every later copy of
-    # an identical row (every copy counts, valid or not; the first in file order wins).
-    spark.sql(
-        f"""
-        select *,
-            case
-                when erased then null
-                when first_reason is not null then first_reason
-                when ts >= {as_of_sql} then 'after_as_of'
-                when _raw_line is null and row_number() over (
-                    partition by {", ".join(_CONTENT)}, (_raw_line is null)
-                    order by _source_file, _source_line) > 1 then 'duplicate_event'
-            end as reason
-        from {classified}
-        """
-    ).createOrReplaceTempView(f"{classified}_final")
-    # Every row with its reason, written once: the tables, the counts and the items' text below
-    # read this instead of parsing the input files and numbering their lines again.
-    final = f"{schema}._ingest_rows"
-    spark.sql(f"drop table if exists {final}")
-    spark.sql(f"create table {final} using parquet as select * from {classified}_final")
-    files = files or sorted(
-        r[0] for r in spark.sql(f"select distinct _source_file from {final}").collect()
-    )
-    file_array = ", ".join(literal(f) for f in files)
-    counts = {
-        r["reason"]: r["n"]
-        for r in spark.sql(
-            f"select coalesce(reason, if(erased, '_erased', '_used')) as reason, count(*) as n "
-            f"from {final} group by 1"
-        ).collect()
-    }
-    rows_used = counts.pop("_used", 0)
-    rows_erased = counts.pop("_erased", 0)
-    rows_quarantined = sum(counts.values())
-    rows_read = rows_used + rows_quarantined + rows_erased
-    if rows_read == 0:
-        raise IngestError(f"no event rows in {Path(events).name}")
-    if rows_quarantined > max_bad_share * rows_read:
-        top = ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
-        raise IngestError(
-            f"{rows_quarantined} of {rows_read} rows ({rows_quarantined / rows_read:.0%}) are bad, "
-            f"above the {max_bad_share:.0%} limit; nothing was published ({top})"
+        spark.sql(
+            f"""
+            select *,
+                case
+                    when _raw_line is not null then 'malformed_row'
+                    else {row_reason_sql(f"array_contains(array({non_products}), item_id)")}
+                end as first_reason,
+                xxhash64({", ".join(_CONTENT)}) as content_hash,
+                case when _raw_line is not null then {erased_line} else {erased_test} end as erased
+            from (
+                select n.*,
+                    cast(coalesce(try_to_timestamp(n.event_ts), try_cast(n.event_ts as timestamp))
+                         as timestamp_ntz) as ts,
+                    coalesce(lower(n.event_type), 'purchase') as etype,
+                    try_cast(n.quantity as double) as qty,
+                    try_cast(n.unit_price as double) as price,
+                    try_cast(n.value as double) as val
+                from (select {_normalised(fmt, cols)}, _source_file, _source_line, _raw_line
+                      from {landing}) n
+            )
+            """
+        ).createOrReplaceTempView(classified)
+        if as_of is None:
+            latest = spark.sql(
+                f"select max(ts) as ts from {classified} where item_id is not null "
+                "and etype in ('purchase','return','view','cart','rating') and _raw_line is null"
+            ).collect()[0]["ts"]
+            if latest is None:
+                raise IngestError("no event has a valid item_id and event_ts; nothing to ingest")
+            as_of = latest.date() + timedelta(days=1)
+        as_of_sql = f"timestamp_ntz '{as_of.isoformat()} 00:00:00'"
+        # Later reasons need the whole input: a date on or after as_of, then every later copy of
+        # an identical row (every copy counts, valid or not; the first in file order wins).
+        spark.sql(
+            f"""
+            select *,
+                case
+                    when erased then null
+                    when first_reason is not null then first_reason
+                    when ts >= {as_of_sql} then 'after_as_of'
+                    when _raw_line is null and row_number() over (
+                        partition by {", ".join(_CONTENT)}, (_raw_line is null)
+                        order by _source_file, _source_line) > 1 then 'duplicate_event'
+                end as reason
+            from {classified}
+            """
+        ).createOrReplaceTempView(f"{classified}_final")
+        # Every row with its reason, written once: the tables, the counts and the items' text below
+        # read this instead of parsing the input files and numbering their lines again.
+        final = f"{schema}._ingest_rows"
+        spark.sql(f"drop table if exists {final}")
+        spark.sql(f"create table {final} using parquet as select * from {classified}_final")
+        files = files or sorted(
+            r[0] for r in spark.sql(f"select distinct _source_file from {final}").collect()
         )
-    spark.sql(f"drop table if exists {schema}.raw_events")
-    spark.sql(
-        f"""
-        create table {schema}.raw_events using parquet as
-        select
-            cast(array_position(array({file_array}), _source_file) as bigint) * 1000000000000
-                + _source_line as event_id,
-            customer_id, item_id, ts as event_ts,
-            case when etype = 'purchase' and qty < 0 then 'return' else etype end as event_type,
-            abs(coalesce(qty, 1)) as quantity,
-            price as unit_price, order_id, val as value, country,
-            _source_file as source_file, cast(_source_line as bigint) as source_line,
-            {literal(run_id)} as run_id, content_hash
-        from {final}
-        where reason is null and not erased
-        """
-    )
-    spark.sql(f"drop table if exists {schema}.quarantined_events")
-    spark.sql(
-        f"""
-        create table {schema}.quarantined_events using parquet as
-        select _source_file as source_file, cast(_source_line as bigint) as source_line, reason,
-               customer_id, item_id, event_ts, event_type, quantity, unit_price, order_id,
-               value, _raw_line as raw_line, {literal(run_id)} as run_id
-        from {final}
-        where reason is not null
-        """
-    )
-    spark.sql(f"drop table if exists {schema}.ingest_manifest")
-    spark.sql(
-        f"""
-        create table {schema}.ingest_manifest using parquet as
-        select {literal(run_id)} as run_id, date '{as_of.isoformat()}' as as_of,
-               cast({rows_read} as bigint) as rows_read, cast({rows_used} as bigint) as rows_used,
-               cast({rows_quarantined} as bigint) as rows_quarantined,
-               cast({rows_erased} as bigint) as rows_erased, array({file_array}) as source_files,
-               cast(current_timestamp() as timestamp_ntz) as ingested_at,
-               {literal(fmt)} as events_format, {str(as_of_given).lower()} as as_of_given,
-               array({file_array}) as files_read_this_run
-        """
-    )
-    stats = spark.sql(
-        f"select count_if(customer_id is null) as anonymous, "
-        f"count(distinct customer_id) as customers, count(distinct item_id) as items "
-        f"from {schema}.raw_events"
-    ).collect()[0]
-    item_text = []
-    if fmt == "online_retail":
-        # An item's title is its most frequent description (the first alphabetically among
-        # equally frequent ones) and its price the median positive price, as on DuckDB.
-        item_text = [
-            tuple(r)
+        file_array = ", ".join(literal(f) for f in files)
+        counts = {
+            r["reason"]: r["n"]
             for r in spark.sql(
-                f"""
-                with used as (select item_id, description, price from {final}
-                              where reason is null and not erased),
-                titles as (
-                    select item_id, min_by(description, struct(-n, description)) as title
-                    from (select item_id, description, count(*) as n from used
-                          where description is not null group by all)
-                    group by item_id
-                ),
-                prices as (
-                    select item_id, median(price) filter (where price > 0) as price
-                    from used group by item_id
-                )
-                select item_id, titles.title, prices.price
-                from prices left join titles using (item_id)
-                """
+                f"select coalesce(reason, if(erased, '_erased', '_used')) as reason, count(*) as n "
+                f"from {final} group by 1"
             ).collect()
-        ]
-    return SparkIngest(
-        result=IngestResult(
-            files=files,
-            rows_read=rows_read,
-            rows_used=rows_used,
-            rows_quarantined=rows_quarantined,
-            as_of=as_of,
-            rows_erased=rows_erased,
-            reasons=counts,
-            anonymous_rows=stats["anonymous"],
-            n_customers=stats["customers"],
-            n_items=stats["items"],
-            files_read=files,
-        ),
-        item_text=item_text,
-    )
+        }
+        rows_used = counts.pop("_used", 0)
+        rows_erased = counts.pop("_erased", 0)
+        rows_quarantined = sum(counts.values())
+        rows_read = rows_used + rows_quarantined + rows_erased
+        if rows_read == 0:
+            raise IngestError(f"no event rows in {Path(events).name}")
+        refuse_too_many_bad(counts, rows_quarantined, rows_read, max_bad_share)
+        spark.sql(f"drop table if exists {schema}.raw_events")
+        spark.sql(
+            f"""
+            create table {schema}.raw_events using parquet as
+            select
+                cast(array_position(array({file_array}), _source_file) as bigint) * 1000000000000
+                    + _source_line as event_id,
+                customer_id, item_id, ts as event_ts,
+                case when etype = 'purchase' and qty < 0 then 'return' else etype end as event_type,
+                abs(coalesce(qty, 1)) as quantity,
+                price as unit_price, order_id, val as value, country,
+                _source_file as source_file, cast(_source_line as bigint) as source_line,
+                {literal(run_id)} as run_id, content_hash
+            from {final}
+            where reason is null and not erased
+            """
+        )
+        spark.sql(f"drop table if exists {schema}.quarantined_events")
+        spark.sql(
+            f"""
+            create table {schema}.quarantined_events using parquet as
+            select _source_file as source_file, cast(_source_line as bigint) as source_line, reason,
+                   customer_id, item_id, event_ts, event_type, quantity, unit_price, order_id,
+                   value, _raw_line as raw_line, {literal(run_id)} as run_id
+            from {final}
+            where reason is not null
+            """
+        )
+        spark.sql(f"drop table if exists {schema}.ingest_manifest")
+        spark.sql(
+            f"""
+            create table {schema}.ingest_manifest using parquet as
+            select {literal(run_id)} as run_id, date '{as_of.isoformat()}' as as_of,
+                   cast({rows_read} as bigint) as rows_read,
+                   cast({rows_used} as bigint) as rows_used,
+                   cast({rows_quarantined} as bigint) as rows_quarantined,
+                   cast({rows_erased} as bigint) as rows_erased,
+                   array({file_array}) as source_files,
+                   cast(current_timestamp() as timestamp_ntz) as ingested_at,
+                   {literal(fmt)} as events_format, {str(as_of_given).lower()} as as_of_given,
+                   array({file_array}) as files_read_this_run
+            """
+        )
+        stats = spark.sql(
+            f"select count_if(customer_id is null) as anonymous, "
+            f"count(distinct customer_id) as customers, count(distinct item_id) as items "
+            f"from {schema}.raw_events"
+        ).collect()[0]
+        item_text = []
+        if fmt == "online_retail":
+            # An item's title is its most frequent description (the first alphabetically among
+            # equally frequent ones) and its price the median positive price, as on DuckDB.
+            item_text = [
+                tuple(r)
+                for r in spark.sql(
+                    f"""
+                    with used as (select item_id, description, price from {final}
+                                  where reason is null and not erased),
+                    titles as (
+                        select item_id, min_by(description, struct(-n, description)) as title
+                        from (select item_id, description, count(*) as n from used
+                              where description is not null group by all)
+                        group by item_id
+                    ),
+                    prices as (
+                        select item_id, median(price) filter (where price > 0) as price
+                        from used group by item_id
+                    )
+                    select item_id, titles.title, prices.price
+                    from prices left join titles using (item_id)
+                    """
+                ).collect()
+            ]
+        return SparkIngest(
+            result=IngestResult(
+                files=files,
+                rows_read=rows_read,
+                rows_used=rows_used,
+                rows_quarantined=rows_quarantined,
+                as_of=as_of,
+                rows_erased=rows_erased,
+                reasons=counts,
+                anonymous_rows=stats["anonymous"],
+                n_customers=stats["customers"],
+                n_items=stats["items"],
+                files_read=files,
+            ),
+            item_text=item_text,
+        )
