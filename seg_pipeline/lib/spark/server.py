@@ -98,7 +98,9 @@ def start_server(
         "spark.hadoop.javax.jdo.option.ConnectionURL": (
             f"jdbc:derby:;databaseName={metastore};create=true"
         ),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={state}",
+        # ALS's iterations make deep task graphs whose deserialisation overflowed the default
+        # thread stack (a StackOverflowError in a local task takes the whole server down).
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={state} -Xss16m",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.driver.memory": driver_memory,

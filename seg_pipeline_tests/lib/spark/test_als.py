@@ -31,7 +31,10 @@ def test_mllib_factors_recommend_within_the_taste_group_and_never_purchased(spar
 def test_mllib_candidates_join_either_grid(spark, tmp_path):
     full = mllib_candidates(spark, tmp_path, factors=64, search=True, random_state=0)
     short = mllib_candidates(spark, tmp_path, factors=64, search=False, random_state=0)
-    assert [(m.factors, m.regularization) for m in full] == [(64, 0.01), (64, 0.1)]
+    assert [(m.factors, m.regularization, m.iterations) for m in full] == [
+        (64, 0.01, 10),
+        (64, 0.1, 10),
+    ]
     assert [(m.factors, m.iterations) for m in short] == [(16, 8)]
     grid = default_grid(search=False, extra=short)
     assert grid[-1] is short[0] and isinstance(grid[-1], ALSRecommender)
