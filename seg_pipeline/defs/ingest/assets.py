@@ -40,9 +40,20 @@ def ensure_demo_shop(
 SMALL_INGEST_TABLES = ["raw_items", "raw_impressions", "quarantined_impressions"]
 
 
-def _ingest_on_spark(context, config, settings, engine, con, events, key):
-    """The events read, typed and classified by Spark into its working schema; the items'
-    descriptions (Online Retail) come back for the catalogue, which the driver writes."""
+def _read_events(context, config, settings, engine, con, events, key):
+    """The events into ``raw_events`` and ``quarantined_events`` of the run's engine."""
+    if not engine.is_spark:
+        return ingest_events(
+            con,
+            events,
+            fmt=settings.events_format,
+            as_of=settings.as_of_date(),
+            run_id=context.run_id,
+            max_bad_share=config.max_bad_share,
+            pseudonym_key=key,
+        )
+    # Spark reads, types and classifies them into its working schema; the items' descriptions
+    # (Online Retail) come back for the catalogue, which the driver writes.
     is_table = events.startswith(TABLE_PREFIX)
     spark_ingest = ingest_events_spark(
         engine.session(),
@@ -131,18 +142,7 @@ def ingested_events(
             replace_opt_outs(con, read_id_list(settings.optout_path), key)
         n_opted_out = con.execute("select count(*) from opted_out_customers").fetchall()[0][0]
         try:
-            if engine.is_spark:
-                result = _ingest_on_spark(context, config, settings, engine, con, events, key)
-            else:
-                result = ingest_events(
-                    con,
-                    events,
-                    fmt=settings.events_format,
-                    as_of=settings.as_of_date(),
-                    run_id=context.run_id,
-                    max_bad_share=config.max_bad_share,
-                    pseudonym_key=key,
-                )
+            result = _read_events(context, config, settings, engine, con, events, key)
             n_items = ingest_items(con, items, run_id=context.run_id)
             shown = (
                 ingest_impressions(
