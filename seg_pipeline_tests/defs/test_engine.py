@@ -154,3 +154,22 @@ def test_the_champion_scores_as_on_duckdb(nights, spark):
     ).fetchall()[0]
     assert on_spark["model"] == model
     assert on_spark["ndcg"] == pytest.approx(ndcg, rel=0.03)
+
+
+def test_segments_and_profiles_equal_the_duckdb_engines(nights, spark):
+    # The shop is smaller than the sweep's sample: Spark assigns and profiles every customer
+    # exactly as the driver does on DuckDB.
+    _, _, con, engine = nights
+    s = engine.published_schema
+    queries = {
+        "customer_segments": "select customer_id, segment_id, segment_name, method, reason "
+        "from {s}.customer_segments order by customer_id",
+        "segment_profiles": "select segment_id, segment_name, n_customers, share, "
+        "median_recency_days, mean_monetary, expected_spend, buy_again_share, description "
+        "from {s}.segment_profiles order by segment_id",
+    }
+    for table, query in queries.items():
+        on_spark = spark.sql(query.format(s=s)).toPandas()
+        on_duckdb = con.execute(query.format(s="main")).df()
+        assert len(on_duckdb) > 0, table
+        pd.testing.assert_frame_equal(on_spark, on_duckdb, check_dtype=False, rtol=1e-9)

@@ -15,6 +15,7 @@ from seg_pipeline.lib.segmentation.report import report_facts, report_html
 from seg_pipeline.lib.segmentation.selection import METHODS
 from seg_pipeline.lib.segmentation.sweep import SweepSettings
 from seg_pipeline.lib.segmentation.value import forecast_value, horizon_days
+from seg_pipeline.lib.spark import segments as spark_segments
 from seg_pipeline.lib.timing import PhaseTimer
 
 
@@ -139,13 +140,20 @@ def behavioural_segments(
     phases = PhaseTimer()
     mlflow_tracking.preload_model_logging()
     with duckdb.get_connection() as con:
-        current = tables.load_features(con, "current")
-        holdout = tables.load_features(con, "holdout")
         rfm = tables.load_rfm(con)
         previous = tables.load_stored_model(con)
         as_of = rfm["as_of"].iloc[0] if len(rfm) else None
-        history = tables.load_recent_history(con, as_of)
         last_night = tables.load_last_night(con)
+        if engine.is_spark:
+            # The night is decided on a sample; everyone is assigned in Spark below.
+            current, holdout = spark_segments.samples(
+                engine.session(), engine.work_schema, config.selection_sample, config.random_state
+            )
+            history = None
+        else:
+            current = tables.load_features(con, "current")
+            holdout = tables.load_features(con, "holdout")
+            history = tables.load_recent_history(con, as_of)
     phases.lap("features loaded")
     try:
         night = segment_customers(
@@ -161,6 +169,15 @@ def behavioural_segments(
         )
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
+    if engine.is_spark:
+        night = spark_segments.in_spark(
+            engine.session(),
+            engine.work_schema,
+            night,
+            last_night_as_of=None if last_night is None else last_night[1],
+            keep_margin=config.keep_margin,
+            horizon_days=horizon_days(current, holdout),
+        )
     sweep = night.sweep
     context.log.info(f"refitting the segments: {sweep.refit}" if sweep.refit else sweep.kept)
     phases.lap("candidates, assignment and profiles")
@@ -169,14 +186,26 @@ def behavioural_segments(
     ) as parent:
         model_run_id = parent.info.run_id
         # DuckDB writes the tables on a second thread while this one draws and logs.
-        with in_background(_write_tables, duckdb, night, model_run_id, context.run_id) as written:
+        with in_background(
+            _write_tables, duckdb, night, model_run_id, context.run_id, not engine.is_spark
+        ) as written:
             chart_pngs = tracking.selection_charts(night, rfm)
             tracking.log_selection(
                 context, mlflow_tracking, parent, night, chart_pngs, config.tracking_params()
             )
             written.result()
+    if engine.is_spark:
+        spark_segments.write_customer_segments(
+            engine.session(),
+            engine.work_schema,
+            night,
+            model_run_id=model_run_id,
+            run_id=context.run_id,
+        )
     with duckdb.get_connection() as con:
-        engine.share(con, ["customer_segments", "segment_profiles"], settings.work_path)
+        engine.share(con, ["segment_profiles"], settings.work_path)
+        # The recommender's segment popularity and the checks read them on the driver.
+        engine.collect(con, ["customer_segments"], settings.work_path)
     phases.lap("charts, mlflow logging and tables written")
     figures = {
         **tracking.selection_figures(night),
@@ -228,9 +257,13 @@ def customer_value_forecast(
     )
 
 
-def _write_tables(duckdb: DuckDBResource, night, model_run_id: str, run_id: str) -> None:
+def _write_tables(
+    duckdb: DuckDBResource, night, model_run_id: str, run_id: str, with_segments: bool
+) -> None:
     with duckdb.get_connection() as con:
-        tables.write_segment_tables(con, night, model_run_id=model_run_id, run_id=run_id)
+        tables.write_segment_tables(
+            con, night, model_run_id=model_run_id, run_id=run_id, with_segments=with_segments
+        )
 
 
 @dg.asset(

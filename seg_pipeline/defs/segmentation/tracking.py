@@ -81,7 +81,7 @@ def selection_charts(night: SegmentationNight, rfm: pd.DataFrame) -> dict[str, b
 def segments_metadata(night: SegmentationNight, chart_pngs: dict[str, bytes]) -> dict:
     """``customer_segments``' metadata: the candidates table and the k-selection charts."""
     return {
-        "dagster/row_count": len(night.segments),
+        "dagster/row_count": night.n_customers,
         "candidates": dg.MetadataValue.md(night.sweep.table.round(4).to_markdown(index=False)),
         **chart_metadata(chart_pngs, ("Choosing the number of segments", "Dendrogram")),
     }
@@ -117,7 +117,7 @@ def log_selection(
             **params,
             "features": ",".join(night.features),
             "chosen": night.model_name,
-            "n_customers": len(night.segments),
+            "n_customers": night.n_customers,
             "monetary_basis": night.basis,
         }
     )

@@ -23,7 +23,7 @@ from sklearn.preprocessing import FunctionTransformer
 from seg_pipeline.lib.segmentation.features import SKEWED, transform_columns, winsorise
 from seg_pipeline.lib.segmentation.forecast import forecast_power
 from seg_pipeline.lib.segmentation.identity import inherit_identity
-from seg_pipeline.lib.segmentation.profiles import profile_segments
+from seg_pipeline.lib.segmentation.profiles import descriptions, profile_segments
 from seg_pipeline.lib.segmentation.reasons import centroid_reasons, rule_reasons
 from seg_pipeline.lib.segmentation.stability import membership_stability
 from seg_pipeline.lib.segmentation.stored import StoredModel, refit_reason, scaler_state
@@ -68,6 +68,11 @@ class SegmentationNight:
     as_of: object
     basis: str
     stability: dict = field(default_factory=dict)
+    population: int | None = None  # customers segmented, when ``segments`` holds a sample
+
+    @property
+    def n_customers(self) -> int:
+        return len(self.segments) if self.population is None else self.population
 
     @cached_property
     def segmenter(self) -> Pipeline | None:
@@ -228,10 +233,7 @@ def segment_customers(
     profiles["rule"] = None
     if rules is not None:
         profiles["rule"] = [describe(rules[lb]) for lb in label_order]
-        profiles["description"] = [
-            f"Rule: {rule}. {text}"
-            for rule, text in zip(profiles["rule"], profiles["description"], strict=True)
-        ]
+        profiles["description"] = descriptions(profiles, basis, horizon_days(current, holdout))
     profiles = profiles.sort_values("segment_id", key=lambda s: s.str[1:].astype(int))
     segment_of = dict(zip(profiles["label"], profiles["segment_id"], strict=True))
     name_of = dict(zip(profiles["label"], profiles["segment_name"], strict=True))
@@ -337,12 +339,10 @@ def _stored_frame(
 def _last_positions(stored: StoredModel, current: pd.DataFrame, last_night, as_of) -> dict:
     """Each of today's customers' position in the stored segments last night (-1 for none), and
     whether they bought nothing since: what ``assign_stored`` keeps quiet customers by."""
-    if last_night is None or as_of is None or last_night[1] is None:
+    since = None if last_night is None else days_since(last_night[1], as_of)
+    if since is None:
         return {}
-    segments, last_as_of = last_night
-    since = (pd.Timestamp(as_of) - pd.Timestamp(last_as_of)).days
-    if since < 0:
-        return {}
+    segments = last_night[0]
     position = {sid: i for i, sid in enumerate(stored.ids)}
     before = (
         current["customer_id"]
@@ -351,11 +351,24 @@ def _last_positions(stored: StoredModel, current: pd.DataFrame, last_night, as_o
         .fillna(-1)
         .to_numpy(dtype=np.int64)
     )
-    # Recency counts from the as-of date: a purchase on last night's as-of date came after it.
-    # A re-run of the same night holds everyone to the first run's segments, which gives the
-    # first run's result again (those it moved are nearest where they are).
-    quiet = current["recency_days"].to_numpy() > since if since else np.ones(len(current), bool)
-    return {"before": before, "quiet": quiet}
+    return {"before": before, "quiet": quiet_customers(current["recency_days"].to_numpy(), since)}
+
+
+def days_since(last_as_of, as_of) -> int | None:
+    """Days from last night's as-of date to tonight's; None without either, or when last night
+    is later (a backfill of an earlier date keeps no one)."""
+    if last_as_of is None or as_of is None:
+        return None
+    since = (pd.Timestamp(as_of) - pd.Timestamp(last_as_of)).days
+    return None if since < 0 else since
+
+
+def quiet_customers(recency_days: np.ndarray, since: int) -> np.ndarray:
+    """Who bought nothing since last night. Recency counts from the as-of date: a purchase on
+    last night's as-of date came after it. A re-run of the same night (``since`` 0) holds
+    everyone to the first run's segments, which gives the first run's result again (those it
+    moved are nearest where they are)."""
+    return recency_days > since if since else np.ones(len(recency_days), bool)
 
 
 def _kept_because(stored: StoredModel, as_of) -> str:

@@ -43,9 +43,11 @@ def _name(recency_pct: float, value_pct: float, median_frequency: float) -> str:
 
 
 def _describe(row: pd.Series, total: int, basis: str, horizon_days: int | None) -> str:
+    rule = row.get("rule")
+    prefix = f"Rule: {rule}. " if isinstance(rule, str) else ""
     unit = "spend" if basis == "revenue" else "units"
     spend = f"{row['median_monetary']:,.0f} net {unit}"
-    text = (
+    text = prefix + (
         f"{row['n_customers']:,} customers ({row['share']:.0%} of {total:,}). The typical one last "
         f"bought {row['median_recency_days']:.0f} days ago, has placed "
         f"{row['median_frequency']:.0f} order{'s' if row['median_frequency'] != 1 else ''} "
@@ -89,6 +91,44 @@ def profile_segments(
         One row per cluster, ordered by median spend (highest first), with ``label``,
         ``segment_id`` (``S1`` = highest median spend), ``segment_name`` (unique) and statistics.
     """
+    stats = segment_statistics(rfm, labels)
+    value_pct = (stats["frequency_pct"] + 2 * stats["monetary_pct"]) / 3
+    stats["segment_name"] = [
+        _name(r, v, f)
+        for r, v, f in zip(stats["recency_pct"], value_pct, stats["median_frequency"], strict=True)
+    ]
+    stats = stats.sort_values(
+        ["median_monetary", "mean_monetary", "label"], ascending=[False, False, True]
+    ).reset_index(drop=True)
+    stats["segment_id"] = [f"S{i + 1}" for i in range(len(stats))]
+    stats["segment_name"] = _deduplicate(stats)
+    if outcomes is not None and len(outcomes):
+        stats = stats.join(outcomes[["expected_spend", "buy_again_share"]], on="label")
+    else:
+        stats["expected_spend"] = stats["buy_again_share"] = np.nan
+    stats["description"] = descriptions(stats, basis, horizon_days)
+    return stats
+
+
+# What ``segment_statistics`` gives per segment (the Spark engine computes the same in SQL).
+STATISTICS = (
+    "n_customers",
+    "mean_recency_days",
+    "mean_frequency",
+    "mean_monetary",
+    "median_recency_days",
+    "median_frequency",
+    "median_monetary",
+    "share",
+    "recency_pct",
+    "frequency_pct",
+    "monetary_pct",
+)
+
+
+def segment_statistics(rfm: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Per label: size, share, mean and median recency, frequency and spend, and the
+    population percentile (``_percentile_of``) of each median (``STATISTICS``)."""
     frame = rfm[["recency_days", "frequency", "monetary"]].copy()
     frame["label"] = labels
     grouped = frame.groupby("label")
@@ -109,24 +149,33 @@ def profile_segments(
     stats["recency_pct"] = [_percentile_of(rec, v) for v in stats["median_recency_days"]]
     stats["frequency_pct"] = [_percentile_of(freq, v) for v in stats["median_frequency"]]
     stats["monetary_pct"] = [_percentile_of(mon, v) for v in stats["median_monetary"]]
-    value_pct = (stats["frequency_pct"] + 2 * stats["monetary_pct"]) / 3
-    stats["segment_name"] = [
-        _name(r, v, f)
-        for r, v, f in zip(stats["recency_pct"], value_pct, stats["median_frequency"], strict=True)
-    ]
-    stats = stats.sort_values(
-        ["median_monetary", "mean_monetary", "label"], ascending=[False, False, True]
-    ).reset_index(drop=True)
-    stats["segment_id"] = [f"S{i + 1}" for i in range(len(stats))]
-    stats["segment_name"] = _deduplicate(stats)
-    if outcomes is not None and len(outcomes):
-        stats = stats.join(outcomes[["expected_spend", "buy_again_share"]], on="label")
-    else:
-        stats["expected_spend"] = stats["buy_again_share"] = np.nan
-    stats["description"] = [
-        _describe(row, total, basis, horizon_days) for _, row in stats.iterrows()
-    ]
     return stats
+
+
+def descriptions(profiles: pd.DataFrame, basis: str, horizon_days: int | None) -> list[str]:
+    """Each segment's description: its rule (when it has one), size, typical customer and what
+    customers like them did next."""
+    total = int(profiles["n_customers"].sum())
+    return [_describe(row, total, basis, horizon_days) for _, row in profiles.iterrows()]
+
+
+def restate_profiles(
+    profiles: pd.DataFrame,
+    statistics: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    *,
+    basis: str,
+    horizon_days: int | None,
+) -> pd.DataFrame:
+    """``profiles`` (decided on a sample: ids, names, rules) with the statistics and outcomes
+    of the whole population (``statistics`` and ``outcomes`` indexed by segment_id), and their
+    descriptions again. Segments nobody is in are left out."""
+    out = profiles[profiles["segment_id"].isin(statistics.index)].copy()
+    for column in (*STATISTICS, "expected_spend", "buy_again_share"):
+        source = statistics if column in statistics else outcomes
+        out[column] = out["segment_id"].map(source[column]).to_numpy() if len(source) else np.nan
+    out["description"] = descriptions(out, basis, horizon_days)
+    return out
 
 
 # What can tell two segments of the same name apart: (percentile column, words for the first,

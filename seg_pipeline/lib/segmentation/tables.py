@@ -91,10 +91,16 @@ def load_recent_history(con: duckdb.DuckDBPyConnection, as_of) -> pd.DataFrame |
 
 
 def write_segment_tables(
-    con: duckdb.DuckDBPyConnection, night: SegmentationNight, *, model_run_id: str, run_id: str
+    con: duckdb.DuckDBPyConnection,
+    night: SegmentationNight,
+    *,
+    model_run_id: str,
+    run_id: str,
+    with_segments: bool = True,
 ) -> None:
     """Replace the segment tables and record the run in ``segmentation_runs``, in one
-    transaction."""
+    transaction; ``customer_segments`` only ``with_segments`` (the Spark engine writes it in
+    Spark)."""
     segments = night.segments.assign(model_run_id=model_run_id, run_id=run_id)
     profiles = night.profiles.drop(columns=["label"]).assign(
         method=night.sweep.method, model_run_id=model_run_id, run_id=run_id
@@ -108,10 +114,11 @@ def write_segment_tables(
     ):
         con.register(name, value)
     con.execute("begin transaction")
-    con.execute(
-        "create or replace table customer_segments as "
-        "select *, now()::timestamp as assigned_at from segments_df"
-    )
+    if with_segments:
+        con.execute(
+            "create or replace table customer_segments as "
+            "select *, now()::timestamp as assigned_at from segments_df"
+        )
     con.execute(
         """
         create or replace table segment_profiles as
