@@ -31,8 +31,6 @@ from seg_pipeline.lib.segmentation.tree import describe
 from seg_pipeline.lib.spark.tables import identifier, literal
 
 ASSIGNMENT = "_segment_assignment"
-HOLDOUT_ASSIGNMENT = "_segment_holdout_assignment"
-LAST_NIGHT = "_segments_last_night"
 
 
 def samples(spark, schema: str, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -65,14 +63,14 @@ def in_spark(
     return population_night(spark, schema, night, horizon_days=horizon_days)
 
 
-def _features(spark, schema: str, snapshot: str):
-    """``customer_features`` at one cut, its decimals as doubles."""
+def _features(spark, schema: str, snapshot: str | None):
+    """``customer_features`` at one cut (both when None), its decimals as doubles."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import DecimalType
 
-    frame = spark.table(f"{identifier(schema)}.customer_features").where(
-        F.col("snapshot") == snapshot
-    )
+    frame = spark.table(f"{identifier(schema)}.customer_features")
+    if snapshot is not None:
+        frame = frame.where(F.col("snapshot") == snapshot)
     return frame.select(
         *[
             F.col(f.name).cast("double").alias(f.name)
@@ -86,9 +84,9 @@ def _features(spark, schema: str, snapshot: str):
 def assign_everyone(
     spark, schema: str, night: SegmentationNight, *, since: int | None, keep_margin: float
 ) -> None:
-    """Every customer of tonight's and of the holdout cut in the segments the night keeps:
-    ``ASSIGNMENT`` (customer_id, position, reason) and ``HOLDOUT_ASSIGNMENT`` (customer_id,
-    position), positions into ``night.centroids``' rows.
+    """Every customer of tonight's and of the holdout cut in the segments the night keeps, in
+    one pass: ``ASSIGNMENT`` (customer_id, snapshot, position, reason, next_period_value),
+    positions into ``night.centroids``' rows.
 
     Between refits (``since`` days after last night's run; None on a refit night) a customer
     who bought nothing since keeps last night's segment unless another is nearer by more than
@@ -97,42 +95,38 @@ def assign_everyone(
     from pyspark.sql import functions as F
 
     schema = identifier(schema)
-    model = night.centroids.to_dict("records")
     features = list(StoredModel.from_frame(night.centroids).features)
-    current = _features(spark, schema, "current")
+    customers = _features(spark, schema, None)
     keep = since is not None and _exists(spark, f"{schema}.customer_segments")
     if keep:
-        # Last night's segments are copied first: tonight's run replaces that table.
-        spark.table(f"{schema}.customer_segments").select(
+        # Read before tonight replaces it (write_customer_segments, from ASSIGNMENT).
+        last_night = spark.table(f"{schema}.customer_segments").select(
             "customer_id", F.col("segment_id").alias("before")
-        ).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{LAST_NIGHT}")
-        current = current.join(spark.table(f"{schema}.{LAST_NIGHT}"), "customer_id", "left")
+        )
+        customers = customers.join(last_night, "customer_id", "left")
     else:
-        current = current.withColumn("before", F.lit(None).cast("string"))
-    columns = ["customer_id", *dict.fromkeys([*features, "recency_days"]), "before"]
+        customers = customers.withColumn("before", F.lit(None).cast("string"))
+    columns = [
+        "customer_id",
+        "snapshot",
+        *dict.fromkeys([*features, "recency_days"]),
+        "before",
+        "next_period_value",
+    ]
     assign = functools.partial(
         _assign_batches,
-        model=model,
+        model=night.centroids.to_dict("records"),
         since=since if keep else None,
         keep_margin=keep_margin,
-        reasons=True,
     )
-    current.select(*columns).mapInPandas(
-        assign, "customer_id string, position int, reason string"
+    customers.select(*columns).mapInPandas(
+        assign,
+        "customer_id string, snapshot string, position int, reason string, "
+        "next_period_value double",
     ).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{ASSIGNMENT}")
-    holdout = _features(spark, schema, "holdout").select(
-        "customer_id", *features, "next_period_value"
-    )
-    assign = functools.partial(
-        _assign_batches, model=model, since=None, keep_margin=0.0, reasons=False
-    )
-    holdout.mapInPandas(
-        assign, "customer_id string, position int, next_period_value double"
-    ).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{HOLDOUT_ASSIGNMENT}")
-    spark.sql(f"drop table if exists {schema}.{LAST_NIGHT}")
 
 
-def _assign_batches(batches, *, model: list[dict], since, keep_margin: float, reasons: bool):
+def _assign_batches(batches, *, model: list[dict], since, keep_margin: float):
     """``mapInPandas`` body, run on the executors: each batch of customers in the stored
     segments, with their reasons."""
     stored = StoredModel.from_frame(pd.DataFrame(model))
@@ -145,23 +139,28 @@ def _assign_batches(batches, *, model: list[dict], since, keep_margin: float, re
         if since is not None:
             before = frame["before"].map(position).fillna(-1).to_numpy(dtype=np.int64)
             quiet = quiet_customers(frame["recency_days"].to_numpy(), since)
+            quiet &= (frame["snapshot"] == "current").to_numpy()
             labels = stored.keep_quiet(frame, labels, before, quiet, keep_margin)
-        out = pd.DataFrame({"customer_id": frame["customer_id"], "position": labels})
-        if reasons:
-            out["reason"] = (
-                rule_reasons(labels, rule_texts)
-                if rule_texts is not None
-                else centroid_reasons(
-                    stored.scaled(frame)[0],
-                    stored.centroids,
-                    labels,
-                    stored.features,
-                    dict(enumerate(stored.ids)),
-                )
+        reasons = (
+            rule_reasons(labels, rule_texts)
+            if rule_texts is not None
+            else centroid_reasons(
+                stored.scaled(frame)[0],
+                stored.centroids,
+                labels,
+                stored.features,
+                dict(enumerate(stored.ids)),
             )
-        else:
-            out["next_period_value"] = frame["next_period_value"].to_numpy(dtype=float)
-        yield out
+        )
+        yield pd.DataFrame(
+            {
+                "customer_id": frame["customer_id"],
+                "snapshot": frame["snapshot"],
+                "position": labels,
+                "reason": reasons,
+                "next_period_value": frame["next_period_value"].to_numpy(dtype=float),
+            }
+        )
 
 
 def _model_rows(night: SegmentationNight) -> str:
@@ -183,7 +182,7 @@ def population_night(
     schema = identifier(schema)
     segments = (
         f"select m.segment_id, a.customer_id from {schema}.{ASSIGNMENT} a "
-        f"join {_model_rows(night)} on a.position = m.position"
+        f"join {_model_rows(night)} on a.position = m.position where a.snapshot = 'current'"
     )
     statistics = spark.sql(
         f"""
@@ -218,7 +217,8 @@ def population_night(
         f"""
         select m.segment_id, avg(h.next_period_value) as expected_spend,
                avg(case when h.next_period_value > 0 then 1d else 0d end) as buy_again_share
-        from {schema}.{HOLDOUT_ASSIGNMENT} h join {_model_rows(night)} on h.position = m.position
+        from {schema}.{ASSIGNMENT} h join {_model_rows(night)} on h.position = m.position
+        where h.snapshot = 'holdout'
         group by m.segment_id
         """
     ).toPandas()
@@ -278,7 +278,7 @@ def write_customer_segments(
     spark, schema: str, night: SegmentationNight, *, model_run_id: str, run_id: str
 ) -> None:
     """``customer_segments`` in the working schema, from the assignment: the DuckDB engine's
-    columns. The assignment's working tables are dropped (no stray copy of customer ids)."""
+    columns. The assignment's working table is dropped (no stray copy of customer ids)."""
     schema = identifier(schema)
     spark.sql(
         f"""
@@ -287,10 +287,10 @@ def write_customer_segments(
                {literal(model_run_id)} as model_run_id, {literal(run_id)} as run_id,
                cast(current_timestamp() as timestamp_ntz) as assigned_at
         from {schema}.{ASSIGNMENT} a join {_model_rows(night)} on a.position = m.position
+        where a.snapshot = 'current'
         """
     ).write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.customer_segments")
-    for table in (ASSIGNMENT, HOLDOUT_ASSIGNMENT):
-        spark.sql(f"drop table if exists {schema}.{table}")
+    spark.sql(f"drop table if exists {schema}.{ASSIGNMENT}")
 
 
 def _exists(spark, table: str) -> bool:
