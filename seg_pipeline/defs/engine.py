@@ -111,10 +111,10 @@ class SqlEngine(dg.ConfigurableResource):
     def dbt_vars(self) -> dict:
         return engine_target(self.engine, self.work_schema)[1]
 
-    def share(self, con, tables: list[str], database: Path) -> dict[str, int]:
+    def share(self, con, tables: list[str], database: Path) -> list[str]:
         """Copy these tables of the driver's DuckDB file into the engine's catalog."""
         if not self.is_spark:
-            return {}
+            return []
         from seg_pipeline.lib.spark.tables import to_spark
 
         return to_spark(con, self.session(), tables, self.work_schema, self.staging(database))

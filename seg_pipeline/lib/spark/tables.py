@@ -36,14 +36,14 @@ def literal(text: str) -> str:
 
 def to_spark(
     con: duckdb.DuckDBPyConnection, spark, tables: list[str], schema: str, staging: Path
-) -> dict[str, int]:
+) -> list[str]:
     """Copy DuckDB tables into ``schema`` of the Spark catalog (each replaced whole); return
-    the row count of each. Tables missing on the DuckDB side are skipped."""
+    the tables copied (those missing on the DuckDB side are skipped)."""
     present = {
         r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()
     }
     spark.sql(f"create database if not exists {identifier(schema)}")
-    counts = {}
+    copied = []
     for table in tables:
         if table not in present:
             continue
@@ -58,10 +58,10 @@ def to_spark(
             )
             frame = spark.read.parquet(str(folder))
             frame.write.mode("overwrite").format("parquet").saveAsTable(f"{schema}.{table}")
-            counts[table] = spark.table(f"{schema}.{table}").count()
+            copied.append(table)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    return counts
+    return copied
 
 
 def _spark_select(con: duckdb.DuckDBPyConnection, table: str) -> str:
