@@ -107,19 +107,33 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--memory", default="6g", help="the server's heap (driver and local executors)"
     )
+    server.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further Spark setting (repeatable), e.g. spark.sql.codegen.wholeStage=false "
+        "for the small tables of a test suite",
+    )
     return parser
 
 
-def spark_server(action: str, folder: str, port: int, memory: str) -> int:
+def spark_server(
+    action: str, folder: str, port: int, memory: str, conf: list[str] | None = None
+) -> int:
     """Start or stop a local Spark Connect server; print the SPARK_REMOTE to use."""
     from seg_pipeline.lib.spark.server import start_server, stop_server
 
+    settings = dict(item.split("=", 1) for item in conf or [] if "=" in item)
+    if len(settings) != len(conf or []):
+        print("seg-pipeline: error: --conf takes KEY=VALUE", file=sys.stderr)
+        return 2
     try:
         if action == "stop":
             stop_server(Path(folder))
             print("seg-pipeline: Spark Connect server stopped", file=sys.stderr)
             return 0
-        remote = start_server(Path(folder), port=port, driver_memory=memory)
+        remote = start_server(Path(folder), port=port, driver_memory=memory, conf=settings)
     except RuntimeError as exc:
         print(f"seg-pipeline: error: {exc}", file=sys.stderr)
         return 1
@@ -489,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "docs":
         return build_docs(args.database)
     if args.command == "spark-server":
-        return spark_server(args.action, args.dir, args.port, args.memory)
+        return spark_server(args.action, args.dir, args.port, args.memory, args.conf)
     if args.command == "demo":
         return run_pipeline(
             events=None,

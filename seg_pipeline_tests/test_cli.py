@@ -49,6 +49,17 @@ def test_the_spark_engine_without_an_endpoint_fails_in_one_line_naming_it(tmp_pa
     assert "Traceback" not in proc.stderr
 
 
+def test_a_spark_server_setting_without_a_value_is_refused_before_anything_starts(
+    tmp_path, capsys
+):
+    from seg_pipeline.cli import spark_server
+
+    state = tmp_path / "spark"
+    assert spark_server("start", str(state), 15099, "1g", ["spark.sql.codegen.wholeStage"]) == 2
+    assert "--conf takes KEY=VALUE" in capsys.readouterr().err
+    assert not state.exists()
+
+
 def test_bad_input_exits_non_zero_with_one_readable_line(tmp_path):
     bad = tmp_path / "events.csv"
     bad.write_text("customer_id,event_ts\nc1,2025-01-01\n")

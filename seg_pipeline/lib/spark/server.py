@@ -77,6 +77,7 @@ def start_server(
     master: str = "local[2]",
     driver_memory: str = "6g",
     shuffle_partitions: int = 8,
+    conf: dict[str, str] | None = None,
     timeout: float = 120,
 ) -> str:
     """Start a Spark Connect server whose catalog and warehouse live under ``state``; return
@@ -84,6 +85,7 @@ def start_server(
 
     ``shuffle_partitions`` replaces Spark's default of 200, which on a few cores spends more on
     scheduling empty tasks than on work; on a cluster the cluster's settings apply instead.
+    ``conf`` adds or overrides Spark settings.
     """
     state = Path(state).resolve()
     if is_listening(port):
@@ -107,6 +109,7 @@ def start_server(
         # Tables are rewritten whole or by partition, never appended to from two writers.
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.ui.enabled": "false",
+        **(conf or {}),
     }
     args = [str(spark_home() / "sbin" / "start-connect-server.sh"), "--master", master]
     for key, value in confs.items():

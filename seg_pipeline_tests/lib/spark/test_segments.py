@@ -139,3 +139,23 @@ def test_a_shop_larger_than_the_sample_is_assigned_and_profiled_whole(spark, wor
         assert f"{size:,} customers" in profiles.loc[sid, "description"]
         members = current[segments["segment_id"] == sid]
         assert profiles.loc[sid, "median_monetary"] == pytest.approx(members["monetary"].median())
+
+
+def test_tree_segments_give_every_customer_the_rule_they_satisfy_as_on_the_driver(spark, work):
+    current, holdout, _ = _customers()
+    _put_features(spark, work, current, holdout, DAY_ONE)
+    tree = {"methods": ("tree",)}
+    settings = SweepSettings(**{**SETTINGS.__dict__, **tree})
+    driver = segment_customers(*_dated(current, holdout, DAY_ONE), None, settings, as_of=DAY_ONE)
+    night, segments = _spark_night(spark, work, n=10_000, **tree)
+    assert night.sweep.method == "tree"
+    expected = driver.segments.sort_values("customer_id", ignore_index=True)
+    assert segments["segment_id"].tolist() == expected["segment_id"].tolist()
+    assert segments["reason"].tolist() == expected["reason"].tolist()
+    assert segments["reason"].str.startswith("rule: ").all()
+    profiles = night.profiles.set_index("segment_id")
+    assert profiles["description"].str.startswith("Rule: ").all()
+    assert (
+        profiles["description"].tolist()
+        == driver.profiles.set_index("segment_id").loc[profiles.index, "description"].tolist()
+    )
