@@ -49,9 +49,7 @@ def test_the_spark_engine_without_an_endpoint_fails_in_one_line_naming_it(tmp_pa
     assert "Traceback" not in proc.stderr
 
 
-def test_a_spark_server_setting_without_a_value_is_refused_before_anything_starts(
-    tmp_path, capsys
-):
+def test_a_spark_server_setting_without_a_value_is_refused_before_anything_starts(tmp_path, capsys):
     from seg_pipeline.cli import spark_server
 
     state = tmp_path / "spark"
