@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,10 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))
 
 
-SHARED_DATASET = (
-    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "online_retail.csv.gz"
+# The UCI Online Retail file: $SEG_ONLINE_RETAIL_CSV, else beside the checkout (where CI has it).
+SHARED_DATASET = Path(
+    os.environ.get("SEG_ONLINE_RETAIL_CSV")
+    or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "online_retail.csv.gz"
 )
 
 
