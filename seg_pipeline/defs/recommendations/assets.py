@@ -1,5 +1,5 @@
 """Recommendations: a refit or a rescore night as a thin asset over
-``seg_pipeline.lib.recommendations.nightly``, where every list is scored."""
+``seg_pipeline.lib.recommendations`` (``refit``, ``rescore``), where every list is scored."""
 
 from dataclasses import replace
 from functools import partial
@@ -13,7 +13,7 @@ from seg_pipeline.defs.recommendations import tracking
 from seg_pipeline.defs.resources import MLflowTracking, PipelineSettings
 from seg_pipeline.lib.parallel import in_background
 from seg_pipeline.lib.recommendations import feedback, tables
-from seg_pipeline.lib.recommendations.audiences import AudienceSettings
+from seg_pipeline.lib.recommendations.audiences import AudienceSettings, tonights_audiences
 from seg_pipeline.lib.recommendations.interactions import Weights
 from seg_pipeline.lib.recommendations.kept_model import config_hash
 from seg_pipeline.lib.recommendations.neighbours import item_similarity_pairs
@@ -21,16 +21,16 @@ from seg_pipeline.lib.recommendations.new_items import NewItemSettings
 from seg_pipeline.lib.recommendations.nightly import (
     NightSettings,
     NotEnoughData,
+    SimilaritySettings,
+    plan_night,
+)
+from seg_pipeline.lib.recommendations.refit import (
     PopularityNight,
     RefitNight,
-    RescoreNight,
-    SimilaritySettings,
-    night_audiences,
-    plan_night,
     popularity_night,
     refit_night,
-    rescore_night,
 )
+from seg_pipeline.lib.recommendations.rescore import RescoreNight, rescore_night
 from seg_pipeline.lib.spark.als import mllib_candidates
 from seg_pipeline.lib.timing import PhaseTimer
 
@@ -393,7 +393,8 @@ def _publish_audiences(context, duckdb, night, night_settings, lists_meta) -> di
     settings = night_settings.audiences
     with duckdb.get_connection() as con:
         left_out = tables.opted_out_rows(con, night.full)
-        built = night_audiences(night, settings, left_out)
+        model, modes = night.audience_ranking()
+        built = tonights_audiences(model, night.full, settings, modes, left_out)
         refit = isinstance(night, RefitNight)
         counts = tables.write_audiences(
             con,

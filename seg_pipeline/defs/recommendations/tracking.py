@@ -13,13 +13,9 @@ import numpy as np
 
 from seg_pipeline.defs.resources import MLflowTracking
 from seg_pipeline.lib.recommendations.mlflow_export import HistoryRecommender, export_model
-from seg_pipeline.lib.recommendations.nightly import (
-    NightSettings,
-    PopularityNight,
-    RefitNight,
-    RescoreNight,
-    scoring_figures,
-)
+from seg_pipeline.lib.recommendations.nightly import NightSettings, scoring_figures
+from seg_pipeline.lib.recommendations.refit import PopularityNight, RefitNight
+from seg_pipeline.lib.recommendations.rescore import RescoreNight
 
 EXPERIMENT = "recommendations"
 REGISTERED_MODEL = "seg_pipeline_recommender"

@@ -242,6 +242,32 @@ def build_audiences(
     return Audiences(kind, groups, users, top, because, _owned(data, matrix, users), name)
 
 
+def tonights_audiences(
+    model: Recommender,
+    full: InteractionMatrix,
+    settings: AudienceSettings,
+    modes: dict[str, str],
+    left_out: np.ndarray,
+) -> tuple[Audiences, Audiences]:
+    """The item and the category audiences over every customer of ``full``, each ranked in
+    ``modes[kind]`` (the baseline when validation chose none)."""
+    targets = {"item": target_items(full, settings), "category": target_categories(full, settings)}
+    item, category = (
+        build_audiences(
+            model,
+            full,
+            kind,
+            targets[kind],
+            settings.size,
+            mode=modes.get(kind, "baseline"),
+            left_out=left_out,
+            batch_size=settings.batch_size,
+        )
+        for kind in KINDS
+    )
+    return item, category
+
+
 def _owned(data: InteractionMatrix, matrix: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
     """Distinct items of the group's category each audience member bought (0 for padding)."""
     owned = category_purchases(data, matrix).tocsc()

@@ -182,6 +182,38 @@ def diversity_trials(
     return pd.DataFrame(rows)
 
 
+def validation_trials(
+    model,
+    train,
+    relevant: sp.csr_matrix,
+    k: int,
+    *,
+    blocked: np.ndarray | None,
+    max_per_category: int | None,
+    max_users: int,
+    random_state: int,
+) -> pd.DataFrame:
+    """``diversity_trials`` of ``model`` (fitted on ``train``, an ``InteractionMatrix`` of the
+    days before the split) on the customers with a held-out purchase, sampled to ``max_users``
+    with the same seed as the candidates' evaluation, so both see the same customers."""
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    if len(users) > max_users:
+        rng = np.random.default_rng(random_state)
+        users = np.sort(rng.choice(users, max_users, replace=False))
+    return diversity_trials(
+        model,
+        train.purchased,
+        relevant,
+        users,
+        similarity_vectors(model, train.purchased),
+        k,
+        blocked=blocked,
+        categories=train.item_categories,
+        popularity=np.asarray((train.weights > 0).sum(axis=0)).ravel() / max(train.shape[0], 1),
+        max_per_category=max_per_category,
+    )
+
+
 def choose_strength(trials: pd.DataFrame, max_ndcg_cost: float) -> float:
     """The largest strength whose NDCG is at least ``1 - max_ndcg_cost`` times strength 0's."""
     if trials.empty:

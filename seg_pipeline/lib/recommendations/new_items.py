@@ -61,6 +61,15 @@ def new_item_columns(
     return np.asarray(found, dtype=np.int64)
 
 
+def tonights_new_items(
+    con: duckdb.DuckDBPyConnection, full, as_of: date, settings: NewItemSettings
+) -> NewItems | None:
+    """The new items that may take a list's last slot tonight, over the columns of ``full``
+    (the night's ``InteractionMatrix``)."""
+    columns = new_item_columns(con, full.item_ids, as_of, settings.days)
+    return NewItems.build(full.item_text, columns, settings)
+
+
 @dataclass
 class NewItems:
     """The new items' content neighbours: ``similarity[t, j]`` is the TF-IDF cosine of new item

@@ -18,8 +18,9 @@ from seg_pipeline.lib.privacy import ensure_privacy_tables, pseudonym_sql
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.kept_model import KeptModel, save_state
 from seg_pipeline.lib.recommendations.lists import Lists
-from seg_pipeline.lib.recommendations.nightly import PopularityNight, RefitNight, RescoreNight
 from seg_pipeline.lib.recommendations.reasons import Reason
+from seg_pipeline.lib.recommendations.refit import PopularityNight, RefitNight
+from seg_pipeline.lib.recommendations.rescore import RescoreNight
 
 
 @contextmanager

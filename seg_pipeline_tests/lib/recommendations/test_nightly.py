@@ -9,13 +9,9 @@ import pandas as pd
 import pytest
 
 from seg_pipeline.lib.recommendations import tables
-from seg_pipeline.lib.recommendations.nightly import (
-    NightSettings,
-    RefitNight,
-    plan_night,
-    refit_night,
-    rescore_night,
-)
+from seg_pipeline.lib.recommendations.nightly import NightSettings, plan_night
+from seg_pipeline.lib.recommendations.refit import RefitNight, refit_night
+from seg_pipeline.lib.recommendations.rescore import rescore_night
 
 AS_OF = date(2025, 6, 30)
 # Two tastes: customers of group A buy items A00-A09, group B items B00-B09.
