@@ -119,3 +119,8 @@ final as (
 select final.*, d.n_source_events, d.source_hash
 from final
 join day_fingerprints d using (event_date)
+{% if target.type == 'spark' %}
+-- One writer per day partition: without it each task writes a file into every day it holds,
+-- and a local Spark pays for every file and folder it creates.
+distribute by event_date
+{% endif %}

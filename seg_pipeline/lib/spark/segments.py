@@ -18,6 +18,7 @@ pandas UDF); a local server runs the driver's Python.
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -248,30 +249,34 @@ def _stability(spark, schema: str, segments: str, as_of) -> dict:
     RFM segment."""
     if as_of is None or not _exists(spark, f"{schema}.segment_history"):
         return {}
-    out = {}
-    for name, lag in LAGS.items():
-        row = spark.sql(
-            f"""
-            select count(*) as customers,
-                   avg(case when t.segment_id = h.segment_id then 1d else 0d end) as segment,
-                   avg(case when f.rfm_segment = h.rfm_segment then 1d else 0d end)
-                       as rfm_segment
-            from ({segments}) t
-            join {schema}.customer_features f
-              on f.customer_id = t.customer_id and f.snapshot = 'current'
-            join {schema}.segment_history h
-              on h.customer_id = t.customer_id
-             and h.as_of = date_sub(date {literal(str(pd.Timestamp(as_of).date()))}, {lag})
-            where f.recency_days > {lag}
-            """
-        ).collect()[0]
-        if row["customers"]:
-            out[name] = {
-                "customers": int(row["customers"]),
-                "segment": float(row["segment"]),
-                "rfm_segment": float(row["rfm_segment"]),
-            }
-    return out
+    day = pd.Timestamp(as_of).date()
+    lags = ", ".join(f"({literal(name)}, {int(lag)})" for name, lag in LAGS.items())
+    # The snapshots' dates as literals too, so that only their partitions are read.
+    dates = ", ".join(f"date {literal(str(day - timedelta(days=lag)))}" for lag in LAGS.values())
+    rows = spark.sql(
+        f"""
+        select l.name, count(*) as customers,
+               avg(case when t.segment_id = h.segment_id then 1d else 0d end) as segment,
+               avg(case when f.rfm_segment = h.rfm_segment then 1d else 0d end) as rfm_segment
+        from ({segments}) t
+        join {schema}.customer_features f
+          on f.customer_id = t.customer_id and f.snapshot = 'current'
+        cross join (values {lags}) as l(name, lag)
+        join {schema}.segment_history h
+          on h.customer_id = t.customer_id
+         and h.as_of = date_sub(date {literal(str(day))}, l.lag)
+        where f.recency_days > l.lag and h.as_of in ({dates})
+        group by l.name
+        """
+    ).collect()
+    return {
+        row["name"]: {
+            "customers": int(row["customers"]),
+            "segment": float(row["segment"]),
+            "rfm_segment": float(row["rfm_segment"]),
+        }
+        for row in rows
+    }
 
 
 def write_customer_segments(
