@@ -12,6 +12,7 @@ from seg_pipeline.definitions import build_definitions
 from seg_pipeline.defs.engine import SqlEngine
 from seg_pipeline.defs.resources import PipelineSettings
 from seg_pipeline.lib.contract import CONTRACT_TABLES, MAY_BE_EMPTY, PUBLISHED_TABLES
+from seg_pipeline.lib.synthetic import generate_shop, write_shop
 
 
 def _night(root, shop, engine: SqlEngine):
@@ -26,7 +27,16 @@ def _night(root, shop, engine: SqlEngine):
 
 
 @pytest.fixture(scope="module")
-def nights(tmp_path_factory, small_shop_files, spark, spark_remote):
+def shop_files(tmp_path_factory):
+    """The suite's small shop over 150 days rather than a year: local Spark pays for every day
+    partition of ``int_customer_item_daily`` it writes and reads (a forked ``chmod`` per file
+    without Hadoop's native library), and the comparison needs no longer history."""
+    shop = generate_shop(n_customers=400, n_items=96, seed=7, days=150)
+    return write_shop(shop, tmp_path_factory.mktemp("shop"))
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory, shop_files, spark, spark_remote):
     base = f"t{uuid.uuid4().hex[:10]}"
     engine = SqlEngine(
         engine="spark",
@@ -35,8 +45,8 @@ def nights(tmp_path_factory, small_shop_files, spark, spark_remote):
         published_schema=base,
         staging_dir=str(tmp_path_factory.mktemp("staging")),
     )
-    on_spark, _ = _night(tmp_path_factory.mktemp("spark_night"), small_shop_files, engine)
-    on_duckdb, settings = _night(tmp_path_factory.mktemp("duckdb_night"), small_shop_files, None)
+    on_spark, _ = _night(tmp_path_factory.mktemp("spark_night"), shop_files, engine)
+    on_duckdb, settings = _night(tmp_path_factory.mktemp("duckdb_night"), shop_files, None)
     con = duckdb.connect(str(settings.published_path), read_only=True)
     yield on_spark, on_duckdb, con, engine
     con.close()
