@@ -65,10 +65,21 @@ def test_svd_vectors_put_items_bought_by_the_same_customers_together():
     assert same > 0.5 > across
 
 
+def _three_taste_matrix(seed=0, users=60):
+    """User u buys 3 of the 8 items of taste u % 3 (items 8t..8t+7): the champion's list for a
+    customer is all of their own taste, which is what diversity re-ranking should open up."""
+    rng = np.random.default_rng(seed)
+    dense = np.zeros((users, 24), dtype=np.float32)
+    for u in range(users):
+        dense[u, rng.choice(np.arange(8) + 8 * (u % 3), size=3, replace=False)] = 1.0
+    return sp.csr_matrix(dense)
+
+
 def test_diverse_lists_are_full_and_more_diverse_at_a_small_accuracy_cost():
     rng = np.random.default_rng(3)
-    matrix = _two_taste_matrix()
-    data = _data(matrix, item_categories=np.tile([0, 1, 2], 4))
+    matrix = _three_taste_matrix()
+    users = matrix.shape[0]
+    data = _data(matrix, item_categories=np.tile([0, 1, 2], 8))
     model = EASERecommender(l2=1.0).fit(data)
     vectors = div.item_vectors(matrix, dims=4)
     plain = build_lists(model, data, 4, max_per_category=2)
@@ -76,24 +87,24 @@ def test_diverse_lists_are_full_and_more_diverse_at_a_small_accuracy_cost():
         model, data, 4, max_per_category=2, diversity=0.5, similarity_vectors=vectors
     )
     for lists in (plain, diverse):
-        counts = np.bincount(lists.users, minlength=N_USERS)
+        counts = np.bincount(lists.users, minlength=users)
         assert (counts == 4).all()
         per_user = pd.DataFrame({"u": lists.users, "c": data.item_categories[lists.items]})
         assert per_user.groupby(["u", "c"]).size().max() <= 2
         assert not np.asarray(matrix[lists.users, lists.items]).any()
 
     def ild(lists):
-        recs = np.full((N_USERS, 4), -1)
+        recs = np.full((users, 4), -1)
         recs[lists.users, lists.ranks - 1] = lists.items
         return div.intra_list_diversity(recs, vectors)
 
     assert ild(diverse) > ild(plain)
-    truth = sp.csr_matrix((rng.random((N_USERS, 12)) < 0.2) & (matrix.toarray() == 0))
+    truth = sp.csr_matrix((rng.random(matrix.shape) < 0.2) & (matrix.toarray() == 0))
     trials = div.diversity_trials(
-        model, data.purchased, truth, np.arange(N_USERS), vectors, 4, strengths=(0.0, 0.5)
+        model, data.purchased, truth, np.arange(users), vectors, 4, strengths=(0.0, 0.5)
     )
     # Strength 0 is the champion's own list, as the candidate evaluation scored it.
-    own = model.recommend(np.arange(N_USERS), data.purchased, 4).items
+    own = model.recommend(np.arange(users), data.purchased, 4).items
     assert trials["ndcg"].iloc[0] == pytest.approx(ranking_metrics(own, truth, 4)["ndcg"])
     assert trials["ild"].iloc[0] == pytest.approx(div.intra_list_diversity(own, vectors))
     assert set(trials.columns) >= {"ndcg", "coverage", "diversity", "novelty", "ild"}
