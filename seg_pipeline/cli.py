@@ -411,9 +411,7 @@ def build_docs(database: str) -> int:
     try:
         with database_lock(Path(database), "docs"):
             proc = subprocess.run(
-                dbt_command(
-                    target, "docs", "generate", "--static", "--vars", dbt_vars(work, "docs")
-                ),
+                dbt_command(target, "docs", "generate", "--static", "--vars", dbt_vars(work)),
                 cwd=DBT_PROJECT_DIR,
                 capture_output=True,
                 text=True,

@@ -290,6 +290,22 @@ def test_backfill_builds_history_keeps_ids_and_assigns_between_refits(nightly, t
     assigned = {
         r[0] for r in pub.execute("select distinct segment_id from customer_segments").fetchall()
     }
+    # A later night on the same database re-uses dbt's saved parse; its rows still carry its
+    # own run id (dbt reads it from the environment on every build).
+    stamped = {
+        table: pub.execute(f"select list(distinct run_id) from {table}").fetchall()[0][0]
+        for table in (
+            "customer_rfm",
+            "item_catalog",
+            "customer_360",
+            "segment_migration",
+            "segment_history",
+        )
+    }
     pub.close()
     assert methods == [("assigned",)]
     assert assigned <= set(second)
+    assert stamped["segment_history"] and again.run_id in stamped["segment_history"]
+    assert {t: ids for t, ids in stamped.items() if t != "segment_history"} == {
+        t: [again.run_id] for t in stamped if t != "segment_history"
+    }

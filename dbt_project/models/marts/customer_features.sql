@@ -223,7 +223,7 @@ final as (
         segment_map.rfm_segment,
         -- Customers who bought once have no interval yet: use their tenure, the best lower bound.
         coalesce(scored.mean_interpurchase_days, scored.tenure_days) as interpurchase_days_filled,
-        '{{ var("run_id") }}' as run_id
+        '{{ env_var("SEG_RUN_ID", "manual") }}' as run_id
     from scored
     left join {{ ref('rfm_segment_map') }} as segment_map
         on scored.r_score = segment_map.r_score and scored.f_score = segment_map.f_score

@@ -118,7 +118,7 @@ final as (
             || cast(scored.m_score as {{ dbt.type_string() }}) as rfm_cell,
         segment_map.rfm_segment,
         scored.as_of,
-        '{{ var("run_id") }}' as run_id
+        '{{ env_var("SEG_RUN_ID", "manual") }}' as run_id
     from scored
     left join {{ ref('rfm_segment_map') }} as segment_map
         on scored.r_score = segment_map.r_score and scored.f_score = segment_map.f_score

@@ -60,7 +60,7 @@ final as (
         coalesce(event_items.net_revenue, 0) as net_revenue,
         event_items.first_seen_at,
         event_items.last_seen_at,
-        '{{ var("run_id") }}' as run_id
+        '{{ env_var("SEG_RUN_ID", "manual") }}' as run_id
     from items
     full outer join event_items using (item_id)
     left join buyers using (item_id)

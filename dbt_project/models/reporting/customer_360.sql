@@ -69,7 +69,7 @@ final as (
         top_three.recommendation_3_item_id,
         top_three.recommendation_3_title,
         rfm.as_of,
-        '{{ var("run_id") }}' as run_id
+        '{{ env_var("SEG_RUN_ID", "manual") }}' as run_id
     from customers
     left join rfm on customers.customer_id = rfm.customer_id
     left join segments on customers.customer_id = segments.customer_id

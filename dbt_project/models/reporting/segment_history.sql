@@ -33,7 +33,7 @@ final as (
         segments.segment_id,
         segments.segment_name,
         rfm.rfm_segment,
-        '{{ var("run_id") }}' as run_id
+        '{{ env_var("SEG_RUN_ID", "manual") }}' as run_id
     from segments
     inner join rfm on segments.customer_id = rfm.customer_id
 

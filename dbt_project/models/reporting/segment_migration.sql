@@ -74,7 +74,7 @@ final as (
         cast(counted.n_customers as double)
             / sum(counted.n_customers) over (partition by counted.kind, counted.from_segment)
             as share_of_from,
-        '{{ var("run_id") }}' as run_id
+        '{{ env_var("SEG_RUN_ID", "manual") }}' as run_id
     from counted
     cross join bounds
 

@@ -61,6 +61,6 @@ select
     item_id,
     score,
     'segment_popularity' as method,
-    '{{ var("run_id") }}' as run_id
+    '{{ env_var("SEG_RUN_ID", "manual") }}' as run_id
 from ranked
 where rank <= {{ var('segment_recommendations_n') }}

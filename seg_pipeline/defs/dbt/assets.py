@@ -14,6 +14,7 @@ from pydantic import Field
 from seg_pipeline.defs.dbt.invocation import (
     dbt_vars,
     parse_command,
+    run_id_in_environ,
     target_path,
     wait_for_parse,
 )
@@ -77,16 +78,12 @@ def _build(
     if engine.is_spark:
         engine.session()  # fails early, with the endpoint named, when Spark is not reachable
     extra = {**engine.dbt_vars(), **(extra_vars or {})}
-    return dbt.cli(
-        [
-            "build",
-            *engine.dbt_args(),
-            "--vars",
-            dbt_vars(settings.work_path, context.run_id, **extra),
-        ],
-        context=context,
-        target_path=target_path(settings.work_path),
-    )
+    with run_id_in_environ(context.run_id):
+        return dbt.cli(
+            ["build", *engine.dbt_args(), "--vars", dbt_vars(settings.work_path, **extra)],
+            context=context,
+            target_path=target_path(settings.work_path),
+        )
 
 
 def _collect(context, settings: PipelineSettings, engine: SqlEngine, duckdb, tables) -> None:

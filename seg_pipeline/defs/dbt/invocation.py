@@ -7,9 +7,12 @@ it imports Dagster (see ``start_parse``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from seg_pipeline.lib.paths import DBT_PROJECT_DIR
@@ -21,10 +24,39 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
-def dbt_vars(work_path: Path, run_id: str, **overrides) -> str:
-    """The ``--vars`` of a run: its working database and run id (stamped on every mart row),
-    and any of the project's vars that the run's config overrides."""
-    return json.dumps({"work_database": str(work_path), "run_id": run_id, **overrides})
+# The environment variable the models read the run id from (stamped on every mart row).
+RUN_ID_ENV = "SEG_RUN_ID"
+
+
+def dbt_vars(work_path: Path, **overrides) -> str:
+    """The ``--vars`` of a run: its working database and any of the project's vars that the
+    run's config overrides. The same every night for one database, so that dbt re-reads its
+    saved parse; the run id goes in the environment (``run_env``)."""
+    return json.dumps({"work_database": str(work_path), **overrides})
+
+
+def run_env(run_id: str) -> dict[str, str]:
+    """The environment of a dbt command for run ``run_id``: this process's, plus the run id.
+
+    When only an environment variable changes, dbt re-parses the few models that read it;
+    a changed var would make it parse the whole project again every night.
+    """
+    return {**os.environ, RUN_ID_ENV: run_id}
+
+
+@contextmanager
+def run_id_in_environ(run_id: str) -> Iterator[None]:
+    """This process's environment carries ``run_id`` while dagster-dbt starts dbt (it hands dbt
+    a copy of ``os.environ`` and has no parameter for more)."""
+    previous = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = run_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = previous
 
 
 def engine_target(engine: str, work_schema: str) -> tuple[list[str], dict]:
@@ -70,10 +102,11 @@ _PARSES: dict[Path, subprocess.Popen] = {}
 def start_parse(
     work_path: Path, run_id: str, target: list[str] = (), extra_vars: dict | None = None
 ) -> None:
-    """Start ``dbt parse`` with the exact vars that run ``run_id``'s ``dbt build`` will pass.
+    """Start ``dbt parse`` with the exact vars and run id that run ``run_id``'s ``dbt build``
+    will pass.
 
-    dbt parses the whole project again whenever the vars change, and the run id changes every
-    run; with a parse saved for the same vars, ``dbt build`` re-reads it instead. The CLI
+    A database's first night (or one after the project changed) has no saved parse; with one
+    saved for the same vars and run id, ``dbt build`` re-reads it instead of parsing. The CLI
     starts this before it imports the pipeline, on the core the import leaves idle; the dbt
     step waits for it (``wait_for_parse``) so that the two never write the target folder at
     once. A failed parse only costs that saving: ``dbt build``
@@ -88,9 +121,10 @@ def start_parse(
             "--log-path",
             str(folder),
             "--vars",
-            dbt_vars(work_path, run_id, **(extra_vars or {})),
+            dbt_vars(work_path, **(extra_vars or {})),
         ),
         cwd=DBT_PROJECT_DIR,
+        env=run_env(run_id),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
