@@ -3,6 +3,8 @@
     python bench/scale.py --events 1000000
     python bench/scale.py --events 10000000 --skip-minimal
     python bench/scale.py --events 1000000 --engine spark --skip-minimal
+    python bench/scale.py --engine spark --input ../shared/datasets/online_retail.csv.gz \
+        --format online_retail
 
 It generates a seeded synthetic shop of N events (Parquet; power-law items, customers and
 activity over a year; about N/10 customers and up to 50k items), runs ``seg-pipeline run`` on it
@@ -13,7 +15,11 @@ and prints the ratio of the two.
 
 With ``--engine spark`` it starts a local Spark Connect server (``local[2]``) of its own, runs the
 job on the Spark engine and, in the same invocation, on the DuckDB engine, and prints both per
-step with the peak RSS of the driver (the ``seg-pipeline`` process) and of the Connect server.
+step with the peak RSS of the driver (the ``seg-pipeline`` process) and of the Connect server,
+then compares what both engines published: each customer's segment, name and reason, the
+segment profiles, and the validation figures of the champion and of each ALS candidate.
+``--input`` runs a given events file (``--format online_retail`` for the UCI file) instead of a
+generated shop.
 """
 
 from __future__ import annotations
@@ -120,9 +126,15 @@ def clear_outputs(out: Path, stem: str) -> Path:
 
 
 def run_job(
-    events: str, items: Path, database: Path, env: dict, engine: str = "duckdb"
+    events: str,
+    items: Path | None,
+    database: Path,
+    env: dict,
+    engine: str = "duckdb",
+    fmt: str = "canonical",
 ) -> tuple[float, float, dict]:
-    """``seg-pipeline run`` under /usr/bin/time: wall seconds, peak RSS MB, seconds per step."""
+    """``seg-pipeline run`` under /usr/bin/time: wall seconds, peak RSS MB, seconds per step.
+    Prints the run's summary lines (rows, segments, champion)."""
     wall, rss, _, err = timed(
         [
             sys.executable,
@@ -131,8 +143,9 @@ def run_job(
             "run",
             "--events",
             events,
-            "--items",
-            str(items),
+            *(["--items", str(items)] if items else []),
+            "--format",
+            fmt,
             "--database",
             str(database),
             "--engine",
@@ -140,6 +153,10 @@ def run_job(
         ],
         env,
     )
+    summary = [
+        ln for ln in err.splitlines() if re.match(r"\s+(rows|customers|segments|recomm)", ln)
+    ]
+    print(f"{engine}:", *summary, sep="\n")
     return wall, rss, {s: float(t) for s, t in re.findall(r"✓ (\S+) \(([\d.]+) s\)", err)}
 
 
@@ -154,33 +171,88 @@ def server_peak_mb(state: Path) -> float | None:
     return None
 
 
+# What both engines must publish alike: the columns compared, by table and key.
+COMPARED = {
+    "customer_segments": (["customer_id"], ["segment_id", "segment_name", "reason"]),
+    "segment_profiles": (["segment_id"], ["segment_name", "n_customers", "description"]),
+}
+VALIDATION = (
+    "select model, params, round(ndcg, 4) as ndcg, is_champion from recommendation_metrics "
+    "where segment = 'all' and (is_champion or model like '%als') order by ndcg desc"
+)
+
+
+def published_frames(read) -> dict:
+    """The compared columns of the published tables, and the champion's and ALS candidates'
+    validation NDCG, through ``read(sql) -> pandas.DataFrame``."""
+    frames = {
+        table: read(f"select {', '.join(key + cols)} from {table}").sort_values(key)
+        for table, (key, cols) in COMPARED.items()
+    }
+    frames["validation"] = read(VALIDATION)
+    return frames
+
+
+def compare_published(spark: dict, duck: dict) -> None:
+    """Print how many rows of each compared table agree value for value."""
+    for table, (key, cols) in COMPARED.items():
+        both = spark[table].merge(duck[table], on=key, how="outer", suffixes=("_s", "_d"))
+        same = {
+            c: int((both[f"{c}_s"].astype(str) == both[f"{c}_d"].astype(str)).sum()) for c in cols
+        }
+        print(
+            f"{table}: rows spark {len(spark[table]):,} duckdb {len(duck[table]):,}; "
+            f"equal values per column {same}"
+        )
+    for name, frame in (("spark", spark["validation"]), ("duckdb", duck["validation"])):
+        print(f"{name} validation NDCG@10 (champion and ALS candidates):")
+        print(textwrap.indent(frame.to_string(index=False), "  "))
+
+
 def compare_engines(args, out: Path, events: Path, env: dict) -> None:
     """The job on the Spark engine (a fresh local Connect server) and on DuckDB, per step."""
+    import duckdb
+
     from seg_pipeline.lib.spark.server import start_server, stop_server
 
-    state = out / f"spark_state_{args.events}"
+    name = Path(args.input).name.split(".")[0] if args.input else args.events
+    state = out / f"spark_state_{name}"
     shutil.rmtree(state, ignore_errors=True)
     started = time.perf_counter()
     remote = start_server(state, port=15022, driver_memory=args.spark_memory)
     print(f"Connect server start-up: {time.perf_counter() - started:.1f} s ({remote})")
-    items = out / f"items_{args.events}.csv"
+    items = None if args.input else out / f"items_{args.events}.csv"
     try:
         spark_env = {**env, "SPARK_REMOTE": remote, "SEG_SPARK_STAGING": str(state / "staging")}
         runs = {
             "spark": run_job(
-                str(events), items, clear_outputs(out, f"spark_{args.events}"), spark_env, "spark"
+                str(events),
+                items,
+                clear_outputs(out, f"spark_{name}"),
+                spark_env,
+                "spark",
+                args.format,
             )
         }
         server_mb = server_peak_mb(state)
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.builder.remote(remote).getOrCreate()
+        session.sql("use seg_pipeline")
+        on_spark = published_frames(lambda sql: session.sql(sql).toPandas())
+        session.stop()
     finally:
         stop_server(state)
-    runs["duckdb"] = run_job(
-        str(events), items, clear_outputs(out, f"published_{args.events}"), env, "duckdb"
-    )
+    database = clear_outputs(out, f"published_{name}")
+    runs["duckdb"] = run_job(str(events), items, database, env, "duckdb", args.format)
+    con = duckdb.connect(str(database), read_only=True)
+    on_duckdb = published_frames(lambda sql: con.execute(sql).fetchdf())
+    con.close()
     steps = sorted(
         set(runs["spark"][2]) | set(runs["duckdb"][2]), key=lambda s: -runs["spark"][2].get(s, 0)
     )
-    print(f"\n{args.events:,} events: seconds per step   {'spark':>8s} {'duckdb':>8s}")
+    label = f"{name:,} events" if isinstance(name, int) else name
+    print(f"\n{label}: seconds per step   {'spark':>8s} {'duckdb':>8s}")
     for step in steps:
         s, d = runs["spark"][2].get(step, 0.0), runs["duckdb"][2].get(step, 0.0)
         if max(s, d) >= 0.05:
@@ -190,6 +262,7 @@ def compare_engines(args, out: Path, events: Path, env: dict) -> None:
     if server_mb is not None:
         print(f"spark: Connect server peak RSS {server_mb:,.0f} MB")
     print(f"ratio spark / duckdb: {runs['spark'][0] / runs['duckdb'][0]:.2f}")
+    compare_published(on_spark, on_duckdb)
 
 
 def main() -> None:
@@ -204,14 +277,22 @@ def main() -> None:
         help="spark: run the Spark engine and the DuckDB engine, side by side",
     )
     parser.add_argument("--spark-memory", default="8g", help="the local Connect server's heap")
+    parser.add_argument("--input", help="an events file to run instead of a generated shop")
+    parser.add_argument("--format", default="canonical", choices=["canonical", "online_retail"])
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    events = make_events(args.events, out)
-    print(f"data generation: {time.perf_counter() - started:.1f} s (not counted below)")
+    if args.input:
+        if args.engine != "spark":
+            parser.error("--input compares the two engines: give --engine spark")
+        events = Path(args.input).resolve()
+    else:
+        started = time.perf_counter()
+        events = make_events(args.events, out)
+        print(f"data generation: {time.perf_counter() - started:.1f} s (not counted below)")
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{args.events}.db'}"}
+    stem = Path(args.input).name.split(".")[0] if args.input else args.events
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{stem}.db'}"}
     if args.engine == "spark":
         compare_engines(args, out, events, env)
         return
