@@ -26,6 +26,12 @@ from seg_pipeline.lib.recommendations.topk import (
 )
 
 
+class CannotFit(ValueError):
+    """The data cannot support this candidate (too many items for a dense model, too few
+    ratings for a factorisation): the evaluation reports it and passes over it, and the night
+    goes on with the others."""
+
+
 class Recommender:
     """Base class. Subclasses set ``name`` and ``reason`` and implement ``fit`` and ``score``."""
 

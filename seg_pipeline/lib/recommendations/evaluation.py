@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from seg_pipeline.lib.recommendations.base import Recommender
+from seg_pipeline.lib.recommendations.base import CannotFit, Recommender
 from seg_pipeline.lib.recommendations.blends import HybridRecommender
 from seg_pipeline.lib.recommendations.content import ContentRecommender
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender, BPRRecommender
@@ -28,7 +28,6 @@ from seg_pipeline.lib.recommendations.item_models import (
     EASERecommender,
     RP3BetaRecommender,
     ShrunkCosineRecommender,
-    TooManyItems,
 )
 from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
 from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
@@ -196,7 +195,7 @@ def evaluate(
         started = time.perf_counter()
         try:
             model.fit(train)
-        except TooManyItems as exc:
+        except CannotFit as exc:
             skipped.append(f"{_key(model)}: {exc}")
             return
         fit_seconds = time.perf_counter() - started

@@ -27,12 +27,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from seg_pipeline.lib.recommendations.base import Recommender
+from seg_pipeline.lib.recommendations.base import CannotFit, Recommender
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 from seg_pipeline.lib.recommendations.reasons import explain_by_similarity, top_per_row
 
 
-class TooManyItems(ValueError):
+class TooManyItems(CannotFit):
     """The catalogue is too large for a dense item-item model."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from seg_pipeline.lib.recommendations.base import CannotFit
 from seg_pipeline.lib.recommendations.factor_models import ALSRecommender, bm25_stats
 from seg_pipeline.lib.recommendations.interactions import InteractionMatrix
 
@@ -99,7 +100,20 @@ class SparkALSRecommender(ALSRecommender):
                 coldStartStrategy="nan",
             )
             with _active(self.spark):
-                fitted = als.fit(ratings)
+                try:
+                    fitted = als.fit(ratings)
+                except Exception as exc:
+                    # MLlib solves each user's and item's normal equations by Cholesky; with
+                    # very few ratings per row (a shop of three customers) and a small regParam
+                    # they are not positive definite, where implicit's conjugate gradient
+                    # still converges. The candidate is passed over, not the night failed.
+                    if "SingularMatrixException" not in str(exc):
+                        raise
+                    raise CannotFit(
+                        f"MLlib ALS at rank {self.factors} found a singular system on "
+                        f"{matrix.shape[0]:,} customers × {matrix.shape[1]:,} items "
+                        f"({matrix.nnz:,} ratings)"
+                    ) from None
                 users = _dense(fitted.userFactors, matrix.shape[0], self.factors)
                 items = _dense(fitted.itemFactors, matrix.shape[1], self.factors)
                 del fitted  # releases the server-side model reference
