@@ -322,3 +322,22 @@ def test_events_stored_without_content_hashes_are_read_again(tmp_path, small_sho
     fresh = duckdb.connect(str(tmp_path / "fresh.duckdb"))
     ingest_events(fresh, glob, run_id="c", incremental=False)
     assert _tables(con) == _tables(fresh)
+
+
+def test_a_quoted_field_after_the_sniffers_sample_is_read_whole(con, write_csv):
+    """The first quoted field (a comma inside) on row 25,001: DuckDB's sniffer, which looks at
+    the first rows only, once read such files without quotes, failing the items file on that
+    row and quarantining the event."""
+    plain = [f"c{n},i{n % 50},2025-01-01T10:00:00,view,1,,,\n" for n in range(25_000)]
+    late = 'c1,i1,2025-01-02T10:00:00,purchase,1,3.5,"ord,1 ""gift""",\n'
+    result = ingest_events(con, write_csv(HEADER + "".join(plain) + late), run_id="r1")
+    assert (result.rows_read, result.rows_used, result.rows_quarantined) == (25_001, 25_001, 0)
+    assert con.execute(
+        "select order_id from raw_events where event_type = 'purchase'"
+    ).fetchall() == [('ord,1 "gift"',)]
+    items = ["item_id,title,description,category,price,available\n"]
+    items += [f"i{n},Plain item {n},Plain,Kitchen,2.5,true\n" for n in range(25_000)]
+    items.append('NEW1,"Bowl, blue",New,Kitchen,3.5,true\n')
+    assert ingest_items(con, write_csv("".join(items), "items.csv"), run_id="r1") == 25_001
+    title = con.execute("select title from raw_items where item_id = 'NEW1'").fetchall()
+    assert title == [("Bowl, blue",)]

@@ -8,7 +8,7 @@ import duckdb
 
 from seg_pipeline.lib.ingest.formats import columns_of
 from seg_pipeline.lib.ingest.results import IngestError
-from seg_pipeline.lib.ingest.sources import file_kind, first_line, resolve_sources
+from seg_pipeline.lib.ingest.sources import CSV_QUOTING, file_kind, first_line, resolve_sources
 
 
 def derive_event_items(con: duckdb.DuckDBPyConnection, fmt: str) -> None:
@@ -74,7 +74,7 @@ def ingest_items(con: duckdb.DuckDBPyConnection, items: str | Path | None, *, ru
         reader = (
             "read_parquet($files)"
             if file_kind(files[0]) == "parquet"
-            else ("read_csv($files, header = true, all_varchar = true)")
+            else f"read_csv($files, header = true, all_varchar = true, {CSV_QUOTING})"
         )
         try:
             con.execute(

@@ -12,6 +12,11 @@ import duckdb
 
 from seg_pipeline.lib.ingest.results import IngestError
 
+# RFC 4180 quoting, given rather than sniffed: DuckDB's sniffer looks at the first rows only, and
+# a file whose first quoted field (a title with a comma) comes later was read without quotes,
+# failing on that row (items) or quarantining it (events).
+CSV_QUOTING = "quote = '\"', escape = '\"'"
+
 
 def resolve_sources(pattern: str | Path) -> list[str]:
     """Expand a path or glob into a sorted list of readable, non-empty event files.
@@ -108,10 +113,10 @@ def land(con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
 
     try:
         con.execute(
-            """
+            f"""
             create temp table _landing_raw as
             select * from read_csv($files, header = true, all_varchar = true, filename = true,
-                                   store_rejects = true,
+                                   {CSV_QUOTING}, store_rejects = true,
                                    rejects_table = '_reject_errors', rejects_scan = '_reject_scans')
             """,
             {"files": files},

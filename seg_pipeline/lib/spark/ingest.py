@@ -86,6 +86,9 @@ def _land(spark, events: str, view: str) -> list[str]:
                 frame = (
                     reader.schema(schema)
                     .option("header", True)
+                    # RFC 4180, as the DuckDB engine reads: a quote inside a quoted field is
+                    # doubled (Spark's default escape is a backslash).
+                    .option("escape", '"')
                     .option("mode", "PERMISSIVE")
                     .option("columnNameOfCorruptRecord", "_raw_line")
                     .csv(events)

@@ -28,6 +28,7 @@ c10,i10,2024-01-04T08:30:00Z,purchase,-2,3,o9,
 c11,i11,2024-01-05,view,,,,
 gone,i12,2024-01-05,purchase,1,1,,
 ,i13,2024-01-06,purchase,2,1.5,,
+c12,i14,2024-01-07,purchase,1,2,"o,12 ""gift"" box",
 """
 KEY = "test-key"
 
@@ -66,16 +67,18 @@ def test_every_reason_and_count_matches_the_duckdb_engine(spark, schema, tmp_pat
         on_duckdb.rows_used,
         on_duckdb.rows_erased,
     )
-    assert on_spark.rows_read == 15 and on_spark.rows_erased == 1
+    assert on_spark.rows_read == 16 and on_spark.rows_erased == 1
     spark_rows = spark.sql(
         f"select customer_id, item_id, cast(event_ts as string) as ts, event_type, quantity, "
-        f"unit_price, source_line from {schema}.raw_events order by source_line"
+        f"unit_price, order_id, source_line from {schema}.raw_events order by source_line"
     ).collect()
     duckdb_rows = con.execute(
         "select customer_id, item_id, strftime(event_ts, '%Y-%m-%d %H:%M:%S'), event_type, "
-        "quantity, unit_price, source_line from raw_events order by source_line"
+        "quantity, unit_price, order_id, source_line from raw_events order by source_line"
     ).fetchall()
     assert [tuple(r) for r in spark_rows] == duckdb_rows
+    # RFC 4180 quoting on both engines: a comma and doubled quotes inside a quoted field.
+    assert duckdb_rows[-1][6] == 'o,12 "gift" box'
     quarantined = spark.sql(
         f"select reason, source_line from {schema}.quarantined_events order by source_line"
     ).collect()
@@ -99,7 +102,7 @@ def test_an_existing_spark_table_is_read_like_a_file(spark, schema, tmp_path):
         max_bad_share=0.9,
     ).result
     assert result.files == [f"{schema}.shop_events"]
-    assert result.rows_used == 5 and result.rows_read == 15
+    assert result.rows_used == 6 and result.rows_read == 16
     with pytest.raises(IngestError, match="no Spark table"):
         ingest_events_spark(spark, f"spark:{schema}.absent", schema=schema)
     with pytest.raises(IngestError, match="missing required column"):
