@@ -209,13 +209,18 @@ def compare_published(spark: dict, duck: dict) -> None:
         print(textwrap.indent(frame.to_string(index=False), "  "))
 
 
+def run_name(args) -> int | str:
+    """What names this invocation's outputs: the event count, or the input file's stem."""
+    return Path(args.input).name.split(".")[0] if args.input else args.events
+
+
 def compare_engines(args, out: Path, events: Path, env: dict) -> None:
     """The job on the Spark engine (a fresh local Connect server) and on DuckDB, per step."""
     import duckdb
 
     from seg_pipeline.lib.spark.server import start_server, stop_server
 
-    name = Path(args.input).name.split(".")[0] if args.input else args.events
+    name = run_name(args)
     state = out / f"spark_state_{name}"
     shutil.rmtree(state, ignore_errors=True)
     started = time.perf_counter()
@@ -291,8 +296,10 @@ def main() -> None:
         events = make_events(args.events, out)
         print(f"data generation: {time.perf_counter() - started:.1f} s (not counted below)")
 
-    stem = Path(args.input).name.split(".")[0] if args.input else args.events
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{stem}.db'}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{out / f'mlflow_{run_name(args)}.db'}",
+    }
     if args.engine == "spark":
         compare_engines(args, out, events, env)
         return
