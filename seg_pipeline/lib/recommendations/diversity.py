@@ -23,7 +23,12 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
-from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
+from seg_pipeline.lib.recommendations.metrics import (
+    beyond_accuracy,
+    evaluated_users,
+    item_popularity,
+    ranking_metrics,
+)
 from seg_pipeline.lib.recommendations.topk import cap_applies
 
 STRENGTHS = (0.0, 0.1, 0.2, 0.3, 0.5)
@@ -194,22 +199,18 @@ def validation_trials(
     random_state: int,
 ) -> pd.DataFrame:
     """``diversity_trials`` of ``model`` (fitted on ``train``, an ``InteractionMatrix`` of the
-    days before the split) on the customers with a held-out purchase, sampled to ``max_users``
-    with the same seed as the candidates' evaluation, so both see the same customers."""
-    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
-    if len(users) > max_users:
-        rng = np.random.default_rng(random_state)
-        users = np.sort(rng.choice(users, max_users, replace=False))
+    days before the split) on the customers the candidates' evaluation scored
+    (``metrics.evaluated_users``)."""
     return diversity_trials(
         model,
         train.purchased,
         relevant,
-        users,
+        evaluated_users(relevant, max_users, random_state),
         similarity_vectors(model, train.purchased),
         k,
         blocked=blocked,
         categories=train.item_categories,
-        popularity=np.asarray((train.weights > 0).sum(axis=0)).ravel() / max(train.shape[0], 1),
+        popularity=item_popularity(train.weights),
         max_per_category=max_per_category,
     )
 

@@ -29,7 +29,12 @@ from seg_pipeline.lib.recommendations.item_models import (
     RP3BetaRecommender,
     ShrunkCosineRecommender,
 )
-from seg_pipeline.lib.recommendations.metrics import beyond_accuracy, ranking_metrics
+from seg_pipeline.lib.recommendations.metrics import (
+    beyond_accuracy,
+    evaluated_users,
+    item_popularity,
+    ranking_metrics,
+)
 from seg_pipeline.lib.recommendations.neighbours import ItemKNNRecommender
 from seg_pipeline.lib.recommendations.popularity import (
     PopularityRecommender,
@@ -179,15 +184,13 @@ def evaluate(
     max_users : int, optional
         Score at most this many held-out customers (a fixed random sample), to bound cost.
     """
-    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
-    if max_users is not None and len(users) > max_users:
-        users = np.sort(np.random.default_rng(random_state).choice(users, max_users, replace=False))
+    users = evaluated_users(relevant, max_users, random_state)
     categories = (
         train.item_categories
         if train.item_categories is not None
         else np.zeros(train.shape[1], int)
     )
-    popularity = np.asarray((train.weights > 0).sum(axis=0)).ravel() / max(train.shape[0], 1)
+    popularity = item_popularity(train.weights)
     segments = train.user_segments
     rows, seg_rows, fitted, skipped = [], [], {}, []
 

@@ -11,6 +11,22 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def evaluated_users(
+    relevant: sp.csr_matrix, max_users: int | None, random_state: int
+) -> np.ndarray:
+    """The users with a held-out item, sampled to ``max_users`` with a fixed seed: the
+    candidates' evaluation and the champion's diversity trials score the same customers."""
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    if max_users is not None and len(users) > max_users:
+        users = np.sort(np.random.default_rng(random_state).choice(users, max_users, replace=False))
+    return users
+
+
+def item_popularity(weights: sp.spmatrix) -> np.ndarray:
+    """Each item's share of the users who interacted with it (the novelty metric's basis)."""
+    return np.asarray((weights > 0).sum(axis=0)).ravel() / max(weights.shape[0], 1)
+
+
 def _hits(recs: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
     """Boolean matrix: ``hits[u, r]`` is True when user ``u``'s rank-``r`` item is relevant."""
     n_items = relevant.shape[1]

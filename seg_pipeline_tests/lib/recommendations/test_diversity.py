@@ -6,9 +6,11 @@ import pytest
 import scipy.sparse as sp
 
 from seg_pipeline.lib.recommendations import diversity as div
+from seg_pipeline.lib.recommendations.evaluation import evaluate
 from seg_pipeline.lib.recommendations.item_models import EASERecommender
 from seg_pipeline.lib.recommendations.lists import build_lists
 from seg_pipeline.lib.recommendations.metrics import ranking_metrics
+from seg_pipeline.lib.recommendations.popularity import PopularityRecommender
 from seg_pipeline_tests.lib.recommendations.test_models import N_USERS, _data, _two_taste_matrix
 
 # Items 0 and 1 are near-duplicates, item 2 points elsewhere, item 3 is between.
@@ -133,3 +135,34 @@ def test_a_catalogue_in_one_category_is_not_capped_and_its_lists_stay_full():
     )
     own = model.recommend(np.arange(N_USERS), data.purchased, 4).items
     assert trials["ndcg"].iloc[0] == pytest.approx(ranking_metrics(own, truth, 4)["ndcg"])
+
+
+def test_the_validation_trials_score_the_customers_the_evaluation_sampled():
+    """With fewer evaluated customers allowed than bought in the window, strength 0 of the
+    trials is the champion's own validation NDCG: both drew the same customers."""
+    rng = np.random.default_rng(4)
+    matrix = _three_taste_matrix()
+    data = _data(matrix, item_categories=np.tile([0, 1, 2], 8))
+    truth = sp.csr_matrix((rng.random(matrix.shape) < 0.2) & (matrix.toarray() == 0))
+    evaluation = evaluate(
+        [PopularityRecommender(), EASERecommender(l2=1.0)],
+        data,
+        truth,
+        k=4,
+        hybrids=False,
+        max_users=17,
+        random_state=5,
+    )
+    trials = div.validation_trials(
+        evaluation.fitted_champion,
+        data,
+        truth,
+        4,
+        blocked=None,
+        max_per_category=None,
+        max_users=17,
+        random_state=5,
+    )
+    champion = evaluation.table.loc[evaluation.table["is_champion"]].iloc[0]
+    assert champion["n_users"] == 17
+    assert trials["ndcg"].iloc[0] == pytest.approx(champion["ndcg"])
